@@ -1,0 +1,51 @@
+//! The REST API (`/api/v1`, l7mp's paths and verbs plus `POST /config` and `PUT`) and
+//! the Prometheus exposition at `/metrics`.
+
+mod body;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::proxy::Proxy;
+use body::{ApiError, json_response};
+
+pub fn router(proxy: Arc<Proxy>) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/metrics", get(metrics))
+        .route("/api/v1/config", get(get_config).post(post_config))
+        .route("/api/v1/admin", get(get_admin).post(post_admin))
+        .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/{name}", get(get_session).delete(delete_session))
+        .route("/api/v1/clusters/{name}/endpoints", get(list_endpoints).post(post_endpoint))
+        .route("/api/v1/rulelists/{name}/rules/{position}", get(get_rule_at).post(post_rule_at).delete(delete_rule_at))
+        .route("/api/v1/{kind}", get(list_objects).post(post_object))
+        .route("/api/v1/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(proxy)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(crate::model::ConfigError::not_found(format!("no such path: {}", uri.path())))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({ "status": 405, "message": format!("{method} is not allowed on {}", uri.path()) }),
+    )
+}
+
+/// Serves the API on an already bound listener until the task is dropped.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    if let Err(e) = axum::serve(listener, router(proxy)).await {
+        tracing::error!("API server stopped: {e}");
+    }
+}

@@ -1,0 +1,133 @@
+//! JSON pointers (RFC 6901) as l7mp uses them: a missing leading `/` is tolerated
+//! (`labels/session_id` is `/labels/session_id`), and `set` creates missing parents so
+//! a rewrite can add a label to metadata that has no `labels` object yet.
+
+use serde_json::{Map, Value};
+
+/// Returns `path` with a leading `/` (the empty pointer stays empty: the whole document).
+pub fn normalize(path: &str) -> String {
+    if path.is_empty() || path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    }
+}
+
+/// The value at `path`, if there is one.
+pub fn get<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() || path.starts_with('/') {
+        doc.pointer(path)
+    } else {
+        doc.pointer(&normalize(path))
+    }
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+/// Stores `value` at `path`, creating objects for missing parents and replacing
+/// scalars that stand in the way. Array elements are addressed by index; `-` appends.
+/// Fails only when an array index is neither a number in range nor `-`.
+pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let path = normalize(path);
+    if path.is_empty() {
+        *doc = value;
+        return Ok(());
+    }
+    let tokens: Vec<String> = path[1..].split('/').map(unescape).collect();
+    let (last, parents) = tokens.split_last().expect("a non-empty pointer has a token");
+    let mut cur = doc;
+    for token in parents {
+        cur = child_mut(cur, token, &path)?;
+    }
+    match cur {
+        Value::Array(items) => {
+            if last == "-" {
+                items.push(value);
+            } else {
+                let index = array_index(last, items.len(), &path)?;
+                if index == items.len() {
+                    items.push(value);
+                } else {
+                    items[index] = value;
+                }
+            }
+        }
+        other => {
+            if !other.is_object() {
+                *other = Value::Object(Map::new());
+            }
+            other.as_object_mut().expect("just made an object").insert(last.clone(), value);
+        }
+    }
+    Ok(())
+}
+
+fn child_mut<'a>(cur: &'a mut Value, token: &str, path: &str) -> Result<&'a mut Value, String> {
+    if let Value::Array(items) = cur {
+        let index = array_index(token, items.len(), path)?;
+        if index == items.len() {
+            items.push(Value::Object(Map::new()));
+        }
+        return Ok(&mut items[index]);
+    }
+    if !cur.is_object() {
+        *cur = Value::Object(Map::new());
+    }
+    Ok(cur
+        .as_object_mut()
+        .expect("just made an object")
+        .entry(token.to_owned())
+        .or_insert_with(|| Value::Object(Map::new())))
+}
+
+fn array_index(token: &str, len: usize, path: &str) -> Result<usize, String> {
+    match token.parse::<usize>() {
+        Ok(i) if i <= len => Ok(i),
+        _ => Err(format!("JSON pointer {path}: '{token}' is not an index into an array of {len}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn get_tolerates_missing_slash() {
+        let doc = json!({"IP": {"src_addr": "10.0.0.1"}, "a/b": {"~x": 1}});
+        assert_eq!(get(&doc, "/IP/src_addr"), Some(&json!("10.0.0.1")));
+        assert_eq!(get(&doc, "IP/src_addr"), Some(&json!("10.0.0.1")));
+        assert_eq!(get(&doc, "/a~1b/~0x"), Some(&json!(1)));
+        assert_eq!(get(&doc, "/IP/missing"), None);
+        assert_eq!(get(&doc, ""), Some(&doc));
+    }
+
+    #[test]
+    fn set_creates_parents() {
+        let mut doc = json!({});
+        set(&mut doc, "labels/session_id", json!(1)).unwrap();
+        set(&mut doc, "/HTTP/headers", json!({"a": "b"})).unwrap();
+        assert_eq!(doc, json!({"labels": {"session_id": 1}, "HTTP": {"headers": {"a": "b"}}}));
+    }
+
+    #[test]
+    fn set_replaces_scalars_and_handles_arrays() {
+        let mut doc = json!({"a": 5, "list": [1, 2]});
+        set(&mut doc, "/a/b", json!("x")).unwrap();
+        set(&mut doc, "/list/0", json!(9)).unwrap();
+        set(&mut doc, "/list/-", json!(3)).unwrap();
+        set(&mut doc, "/list/3", json!(4)).unwrap();
+        assert_eq!(doc, json!({"a": {"b": "x"}, "list": [9, 2, 3, 4]}));
+        assert!(set(&mut doc, "/list/9", json!(0)).is_err());
+        assert!(set(&mut doc, "/list/x", json!(0)).is_err());
+    }
+
+    #[test]
+    fn set_root_replaces_document() {
+        let mut doc = json!({"a": 1});
+        set(&mut doc, "", json!([1])).unwrap();
+        assert_eq!(doc, json!([1]));
+    }
+}

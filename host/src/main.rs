@@ -1,0 +1,122 @@
+//! `l7mp`: a multiprotocol Layer-7 proxy configured live over a REST API.
+//!
+//! Start-up reads the command line, installs logging, loads the config (the embedded
+//! default or `-c FILE`), starts the admin API, then serves until SIGINT or SIGTERM.
+
+mod api;
+mod json;
+mod lb;
+mod logging;
+mod metrics;
+mod model;
+mod protocol;
+mod proxy;
+mod session;
+mod transform;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde_json::Value;
+
+/// The configuration `l7mp` runs on without `-c`: the API and `/metrics` on the admin
+/// address, nothing else listening.
+const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
+
+#[derive(Parser, Debug)]
+#[command(name = "l7mp", version, about = "A multiprotocol Layer-7 proxy and service-mesh data plane")]
+struct Cli {
+    /// Config file (l7mp YAML or JSON); without it, the embedded default config.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Log level: silly, verbose, info, notice, warn, error, silent.
+    #[arg(short = 'l', long = "log-level", value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Strict mode: reject unknown fields in configs and API requests.
+    #[arg(short = 's', long = "strict")]
+    strict: bool,
+    /// Where the REST API and /metrics listen; `off` for nowhere. When the config
+    /// declares its own controller listener (an HTTP listener routed to
+    /// L7mpController), the API is served there and this applies only if given.
+    #[arg(long = "admin", value_name = "ADDR")]
+    admin: Option<String>,
+}
+
+const DEFAULT_ADMIN: &str = "127.0.0.1:1234";
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("l7mp: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match logging::parse_level(cli.log_level.as_deref().unwrap_or("info")) {
+        Ok(level) => level,
+        Err(e) => return fail(format!("-l: {e}")),
+    };
+    logging::init(level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let (source, text) = match &cli.config {
+        None => ("the default config".to_owned(), DEFAULT_CONFIG.to_owned()),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => (format!("config {}", path.display()), text),
+            Err(e) => return fail(format!("cannot read config {}: {e}", path.display())),
+        },
+    };
+    let doc: Value = match model::parse::document(&text) {
+        Ok(doc) => doc,
+        Err(e) => return fail(format!("{source}: {e}")),
+    };
+    let proxy = proxy::Proxy::new(cli.strict);
+    if let Err(e) = proxy.load_config(&doc).await {
+        return fail(format!("{source}: {e}"));
+    }
+    if let Some(level) = &cli.log_level {
+        let _ = logging::set_level(level);
+    }
+
+    let has_controller = proxy.snapshot().listeners.values().any(|l| l.protocol.name() == "HTTP");
+    let admin = match cli.admin.as_deref() {
+        Some("off") => None,
+        Some(addr) => Some(addr.to_owned()),
+        None if has_controller => None,
+        None => Some(DEFAULT_ADMIN.to_owned()),
+    };
+    let _api = match admin {
+        None => None,
+        Some(addr) => {
+            let addr: SocketAddr = match addr.parse() {
+                Ok(a) => a,
+                Err(_) => return fail(format!("--admin: '{addr}' is not an address like 127.0.0.1:1234")),
+            };
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => return fail(format!("cannot serve the API on {addr}: {e}")),
+            };
+            tracing::info!("REST API and /metrics on http://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+            Some(tokio::spawn(api::serve(listener, proxy.clone())))
+        }
+    };
+    tracing::info!("l7mp {} running on {source}", env!("CARGO_PKG_VERSION"));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,188 @@
+//! The seams every protocol plugs into: a listener emits sessions, a cluster opens a
+//! stage of a session. A stage is either a connection (a duplex of chunks on a
+//! transport the host owns) or an in-process transform. One file per protocol; the
+//! registry in [`registry`] maps `spec.protocol` names to them.
+
+pub mod controller;
+pub mod net;
+pub mod registry;
+pub mod stdio;
+pub mod stream;
+pub mod tcp;
+pub mod udp;
+pub mod unix;
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::model::{Endpoint, Snapshot};
+use crate::proxy::Proxy;
+
+/// Whether a stage keeps message boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Framing {
+    /// One chunk per datagram or message (UDP, WebSocket, transforms).
+    Datagram,
+    /// A byte stream: chunk boundaries carry no meaning (TCP, UNIX stream).
+    Stream,
+}
+
+/// The receiving half of a connection.
+#[async_trait]
+pub trait ChunkRx: Send {
+    /// The next chunk; `None` at end of stream.
+    async fn recv(&mut self) -> io::Result<Option<Bytes>>;
+}
+
+/// The sending half of a connection.
+#[async_trait]
+pub trait ChunkTx: Send {
+    async fn send(&mut self, chunk: Bytes) -> io::Result<()>;
+    /// No more chunks will be sent: a byte stream half-closes, a datagram socket does
+    /// nothing.
+    async fn close(&mut self) -> io::Result<()>;
+}
+
+/// A live transport: what a listener accepted or a network cluster connected.
+pub struct Conn {
+    pub framing: Framing,
+    pub rx: Box<dyn ChunkRx>,
+    pub tx: Box<dyn ChunkTx>,
+    /// Who is on the other side, for session listings.
+    pub peer: String,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("framing", &self.framing).field("peer", &self.peer).finish()
+    }
+}
+
+/// What a transform sees of its session.
+pub struct TransformContext<'a> {
+    pub session: &'a str,
+    pub metadata: &'a Value,
+}
+
+/// An in-process stage: chunks in, zero or more chunks out, in one direction.
+pub trait Transform: Send {
+    /// Handles one chunk, pushing what it produces to `out`. An error drops the chunk
+    /// and is logged against the session; it does not end the session.
+    fn process(&mut self, chunk: Bytes, cx: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String>;
+}
+
+/// One stage of a session, as a cluster opened it.
+pub enum Stage {
+    Conn(Conn),
+    Transform(Box<dyn Transform>),
+}
+
+/// Where a cluster stage should connect.
+pub struct Target<'a> {
+    pub cluster: &'a str,
+    pub endpoint: Option<&'a Endpoint>,
+}
+
+/// A cluster protocol, built from a cluster's `spec` when the cluster is created.
+#[async_trait]
+pub trait ClusterProtocol: Send + Sync + fmt::Debug {
+    /// The protocol's name as l7mp spells it.
+    fn name(&self) -> &'static str;
+    /// Network clusters need an endpoint to connect to; transforms do not.
+    fn needs_endpoint(&self) -> bool {
+        false
+    }
+    /// Opens this cluster's stage for one session.
+    async fn connect(&self, target: Target<'_>) -> io::Result<Stage>;
+}
+
+/// A new session a listener accepted.
+pub struct Incoming {
+    pub metadata: Value,
+    pub conn: Conn,
+}
+
+/// What a listener needs from the proxy while it runs.
+#[derive(Clone)]
+pub struct ListenerContext {
+    pub name: String,
+    pub proxy: Arc<Proxy>,
+    /// The configuration the listener is created in (not yet the live one).
+    pub snapshot: Arc<Snapshot>,
+}
+
+impl ListenerContext {
+    /// Hands a new session to the session engine.
+    pub fn accept(&self, incoming: Incoming) {
+        crate::session::engine::spawn(self.proxy.clone(), &self.name, incoming);
+    }
+}
+
+/// A running listener; dropping it stops accepting (established sessions go on).
+pub struct ListenerTask {
+    pub local_addr: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ListenerTask {
+    pub fn new(local_addr: String, task: tokio::task::JoinHandle<()>) -> ListenerTask {
+        ListenerTask { local_addr, task: Some(task) }
+    }
+
+    /// Stops accepting and waits until the socket is closed, so that its address is
+    /// free again when this returns.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ListenerTask {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A listener protocol, built from a listener's `spec` when the listener is created.
+#[async_trait]
+pub trait ListenerProtocol: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// Binds now, so a bind error reaches whoever created the listener, then accepts in
+    /// a task of its own.
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask>;
+    /// Two specs that bind the same way can swap without closing the socket.
+    fn same_binding(&self, other: &dyn ListenerProtocol) -> bool {
+        format!("{self:?}") == format!("{other:?}")
+    }
+}
+
+impl Target<'_> {
+    /// The endpoint's host and port, the port from the endpoint or else the cluster.
+    pub fn host_port(&self, cluster_port: Option<u16>) -> io::Result<(String, u16)> {
+        let ep = self.endpoint.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no endpoint"))?;
+        let host = ep.spec.address.clone().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("endpoint '{}' has no address", ep.name))
+        })?;
+        let port = ep.spec.port.or(cluster_port).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("neither endpoint '{}' nor its cluster sets a port", ep.name))
+        })?;
+        Ok((host, port))
+    }
+
+    /// The endpoint's filesystem path (UNIX sockets): `spec.path`, else `spec.address`.
+    pub fn path(&self) -> io::Result<String> {
+        let ep = self.endpoint.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no endpoint"))?;
+        ep.spec.path.clone().or_else(|| ep.spec.address.clone()).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("endpoint '{}' has no path", ep.name))
+        })
+    }
+}

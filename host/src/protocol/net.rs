@@ -1,0 +1,60 @@
+//! Address helpers shared by the socket protocols.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// `{address, port}` as specs write a bind or connect address.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostPort {
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// The local address a listener binds: `address` (default all IPv4 interfaces) and port.
+pub fn bind_addr(address: Option<&str>, port: u16) -> io::Result<SocketAddr> {
+    let ip: IpAddr = match address {
+        None | Some("") => IpAddr::from([0, 0, 0, 0]),
+        Some(a) => a
+            .trim_matches(['[', ']'])
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("'{a}' is not an IP address")))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Resolves `host:port` (a name or a literal address) to the first address.
+pub async fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    let host = host.trim_matches(['[', ']']);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("'{host}' resolves to no address")))
+}
+
+/// An IPv4-mapped IPv6 address shown as the IPv4 address it is.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The `IP` and `<proto>` metadata of a connection.
+pub fn metadata(proto: &str, local: SocketAddr, peer: SocketAddr) -> Value {
+    let (local, peer) = (canonical(local), canonical(peer));
+    let mut md = json!({
+        "IP": { "src_addr": peer.ip().to_string(), "dst_addr": local.ip().to_string() },
+    });
+    md[proto] = json!({ "src_port": peer.port(), "dst_port": local.port() });
+    md
+}
+
+/// An error with the address it is about, so "address in use" names the address.
+pub fn at(addr: impl std::fmt::Display, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{addr}: {e}"))
+}

@@ -1,0 +1,125 @@
+//! `spec.protocol` names to protocol implementations. Names match case-insensitively
+//! (configs in the wild write `L7MPController` as well as `L7mpController`). Each
+//! protocol parses its own typed spec, so errors name the field.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::controller::{self, HttpListenerSpec, ServiceCluster};
+use super::{ClusterProtocol, ListenerProtocol, stdio, tcp, udp, unix};
+use crate::model::parse::typed;
+use crate::model::{ConfigError, Result};
+use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
+
+/// Protocols of the l7mp model that this proxy does not implement yet.
+const NOT_YET: &[&str] = &[
+    "WebSocket",
+    "JSONSocket",
+    "SCTP",
+    "AF_PACKET",
+    "UnixDomainDgram",
+    "PIPE",
+    "STDIO-fork",
+    "Sync",
+    "Wasm",
+];
+
+fn protocol_of(spec: &Value) -> Result<String> {
+    match spec.get("protocol") {
+        Some(Value::String(p)) => Ok(p.clone()),
+        Some(other) => Err(ConfigError::invalid(format!("spec.protocol must be a string, not {other}"))),
+        None if spec.is_object() => Err(ConfigError::invalid("spec.protocol is required")),
+        None => Err(ConfigError::invalid("'spec' must be an object with a 'protocol'")),
+    }
+}
+
+fn unknown(kind: &str, protocol: &str, known: &[&str]) -> ConfigError {
+    if let Some(name) = NOT_YET.iter().find(|n| n.eq_ignore_ascii_case(protocol)) {
+        ConfigError::invalid(format!("protocol {name} not supported yet as a {kind}"))
+    } else {
+        ConfigError::invalid(format!("unknown {kind} protocol '{protocol}' (known: {})", known.join(", ")))
+    }
+}
+
+fn parse<T: DeserializeOwned>(spec: &Value, strict: bool) -> Result<T> {
+    typed(spec, "spec", strict)
+}
+
+const LISTENERS: &[&str] = &[tcp::NAME, udp::NAME, unix::NAME, "HTTP"];
+
+pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>> {
+    let protocol = protocol_of(spec)?;
+    Ok(match protocol.to_ascii_lowercase().as_str() {
+        "tcp" => Arc::new(parse::<tcp::TcpListenerSpec>(spec, strict)?),
+        "udp" => {
+            let udp: udp::UdpListenerSpec = parse(spec, strict)?;
+            udp.validate().map_err(|e| ConfigError::invalid(format!("spec: {e}")))?;
+            Arc::new(udp)
+        }
+        "unixdomainsocket" => Arc::new(parse::<unix::UnixListenerSpec>(spec, strict)?),
+        "http" => Arc::new(parse::<HttpListenerSpec>(spec, strict)?),
+        _ => return Err(unknown("listener", &protocol, LISTENERS)),
+    })
+}
+
+const CLUSTERS: &[&str] = &[
+    tcp::NAME,
+    udp::NAME,
+    unix::NAME,
+    stdio::NAME,
+    echo::NAME,
+    discard::NAME,
+    logger::NAME,
+    metric::NAME,
+    jsonencap::NAME,
+    jsondecap::NAME,
+    controller::CONTROLLER,
+    controller::PROMETHEUS,
+];
+
+pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
+    let protocol = protocol_of(spec)?;
+    Ok(match protocol.to_ascii_lowercase().as_str() {
+        "tcp" => Arc::new(parse::<tcp::TcpClusterSpec>(spec, strict)?),
+        "udp" => Arc::new(parse::<udp::UdpClusterSpec>(spec, strict)?),
+        "unixdomainsocket" => Arc::new(parse::<unix::UnixClusterSpec>(spec, strict)?),
+        "stdio" => Arc::new(parse::<stdio::StdioSpec>(spec, strict)?),
+        "echo" => Arc::new(parse::<echo::EchoSpec>(spec, strict)?),
+        "discard" => Arc::new(parse::<discard::DiscardSpec>(spec, strict)?),
+        "logger" => Arc::new(parse::<logger::LoggerSpec>(spec, strict)?),
+        "metric" => Arc::new(parse::<metric::MetricSpec>(spec, strict)?),
+        "jsonencap" => Arc::new(parse::<jsonencap::JsonEncapSpec>(spec, strict)?),
+        "jsondecap" => Arc::new(parse::<jsondecap::JsonDecapSpec>(spec, strict)?),
+        "l7mpcontroller" => Arc::new(ServiceCluster { name: controller::CONTROLLER }),
+        "prometheus" => Arc::new(ServiceCluster { name: controller::PROMETHEUS }),
+        _ => return Err(unknown("cluster", &protocol, CLUSTERS)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(cluster(&json!({"protocol": "L7MPController"}), false).unwrap().name(), "L7mpController");
+        assert_eq!(listener(&json!({"protocol": "udp", "port": 1}), false).unwrap().name(), "UDP");
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = |r: Result<Arc<dyn ClusterProtocol>>| r.unwrap_err().message;
+        assert_eq!(e(cluster(&json!({"protocol": "WebSocket", "port": 80}), false)), "protocol WebSocket not supported yet as a cluster");
+        assert!(e(cluster(&json!({"protocol": "Bogus"}), false)).starts_with("unknown cluster protocol 'Bogus'"));
+        assert_eq!(e(cluster(&json!({"port": 1}), false)), "spec.protocol is required");
+        let l = listener(&json!({"protocol": "TCP", "port": "eighty"}), false).unwrap_err();
+        assert!(l.message.contains("field 'port'"), "{l}");
+        let strict = cluster(&json!({"protocol": "TCP", "prot": 1}), true).unwrap_err();
+        assert!(strict.message.contains("'prot'"), "{strict}");
+        let udp = listener(&json!({"protocol": "UDP", "port": 1, "options": {"mode": "singleton"}}), false).unwrap_err();
+        assert!(udp.message.contains("singleton mode needs"), "{udp}");
+    }
+}

@@ -1,0 +1,49 @@
+//! `Stdio`: the proxy's own standard input and output as a stage. One session holds it
+//! at a time; another session asking for it fails to connect (and may retry).
+
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::{ChunkRx, ClusterProtocol, Conn, Stage, Target, stream};
+
+pub const NAME: &str = "Stdio";
+
+static STDIO: std::sync::LazyLock<Arc<Mutex<()>>> = std::sync::LazyLock::new(|| Arc::new(Mutex::new(())));
+
+#[derive(Debug, Deserialize)]
+pub struct StdioSpec {
+    #[allow(dead_code)]
+    protocol: String,
+}
+
+/// Holds the stdio lock for as long as the session reads.
+struct Held {
+    inner: Box<dyn ChunkRx>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl ChunkRx for Held {
+    async fn recv(&mut self) -> io::Result<Option<bytes::Bytes>> {
+        self.inner.recv().await
+    }
+}
+
+#[async_trait]
+impl ClusterProtocol for StdioSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    async fn connect(&self, _target: Target<'_>) -> io::Result<Stage> {
+        let guard = STDIO
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| io::Error::new(io::ErrorKind::ResourceBusy, "stdio is in use by another session"))?;
+        let Conn { framing, rx, tx, peer } = stream::conn(tokio::io::stdin(), tokio::io::stdout(), "stdio".into());
+        Ok(Stage::Conn(Conn { framing, rx: Box::new(Held { inner: rx, _guard: guard }), tx, peer }))
+    }
+}

@@ -1,0 +1,90 @@
+//! TCP: a listener that emits a session per connection, a cluster that connects per
+//! session stage.
+
+use std::io;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use super::net::{self, HostPort};
+use super::{ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, stream};
+
+pub const NAME: &str = "TCP";
+
+#[derive(Debug, Deserialize)]
+pub struct TcpListenerSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    port: u16,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+#[async_trait]
+impl ListenerProtocol for TcpListenerSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        let addr = net::bind_addr(self.address.as_deref(), self.port)?;
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr).map_err(|e| net::at(addr, e))?;
+        let listener: TcpListener = socket.listen(1024).map_err(|e| net::at(addr, e))?;
+        let local = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let metadata = net::metadata("TCP", stream.local_addr().unwrap_or(local), peer);
+                        let (read, write) = stream.into_split();
+                        let conn = stream::conn(read, write, net::canonical(peer).to_string());
+                        cx.accept(Incoming { metadata, conn });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = %cx.name, "accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(ListenerTask::new(local.to_string(), task))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TcpClusterSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    bind: Option<HostPort>,
+}
+
+#[async_trait]
+impl ClusterProtocol for TcpClusterSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn needs_endpoint(&self) -> bool {
+        true
+    }
+    async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
+        let (host, port) = target.host_port(self.port)?;
+        let remote = net::resolve(&host, port).await?;
+        let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(bind) = &self.bind {
+            socket.set_reuseaddr(true)?;
+            let local = net::bind_addr(bind.address.as_deref(), bind.port.unwrap_or(0))?;
+            socket.bind(local).map_err(|e| net::at(local, e))?;
+        }
+        let stream: TcpStream = socket.connect(remote).await.map_err(|e| net::at(remote, e))?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        Ok(Stage::Conn(stream::conn(read, write, remote.to_string())))
+    }
+}

@@ -1,0 +1,381 @@
+//! UDP: datagram-stream sessions.
+//!
+//! The listener runs in one of two modes. `singleton` (the default when `connect` has
+//! both address and port) connects its socket to that one peer and emits one session
+//! at a time. `server` emits a session per new peer; datagrams are demultiplexed by
+//! peer address in userspace, replies leave through the listening socket, and a session
+//! that hears nothing in either direction for `idle_timeout` seconds ends (the
+//! original never expired UDP sessions). `connect.address` or `connect.port` alone
+//! filter which peers a server accepts. The cluster opens a socket per session stage,
+//! bound to `bind` when given and connected to the endpoint.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::net::{self, HostPort};
+use super::{ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target};
+
+pub const NAME: &str = "UDP";
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65536;
+/// Datagrams queued for one server-mode session before new ones are dropped.
+const SESSION_QUEUE: usize = 256;
+const DEFAULT_IDLE_TIMEOUT: f64 = 120.0;
+
+#[derive(Debug, Deserialize)]
+pub struct UdpListenerSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    port: u16,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    connect: Option<HostPort>,
+    #[serde(default)]
+    options: Option<UdpOptions>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+pub struct UdpOptions {
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Singleton,
+    Server,
+}
+
+impl UdpListenerSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        self.mode(None).map(|_| ())
+    }
+
+    fn mode(&self, listener_mode: Option<&str>) -> Result<Mode, String> {
+        let connect = self.connect.clone().unwrap_or_default();
+        let full_peer = connect.address.is_some() && connect.port.is_some();
+        let requested = listener_mode.or(self.options.as_ref().and_then(|o| o.mode.as_deref()));
+        match requested {
+            None if full_peer => Ok(Mode::Singleton),
+            None => Ok(Mode::Server),
+            Some(m) if m.eq_ignore_ascii_case("server") => Ok(Mode::Server),
+            Some(m) if m.eq_ignore_ascii_case("singleton") => {
+                if full_peer {
+                    Ok(Mode::Singleton)
+                } else {
+                    Err("singleton mode needs both connect.address and connect.port".into())
+                }
+            }
+            Some(other) => Err(format!("unknown UDP mode '{other}' (singleton or server)")),
+        }
+    }
+}
+
+fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into()).map_err(|e| net::at(addr, e))?;
+    UdpSocket::from_std(socket.into())
+}
+
+#[async_trait]
+impl ListenerProtocol for UdpListenerSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        let listener = cx.snapshot.listeners.get(&cx.name).cloned();
+        let options = listener.as_ref().map(|l| l.options.clone()).unwrap_or_default();
+        let mode = self.mode(options.mode.as_deref()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let idle = options
+            .idle_timeout
+            .or(self.options.as_ref().and_then(|o| o.idle_timeout))
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        let addr = net::bind_addr(self.address.as_deref(), self.port)?;
+        let socket = Arc::new(bind_socket(addr)?);
+        let local = socket.local_addr()?;
+        let connect = self.connect.clone().unwrap_or_default();
+        let task = match mode {
+            Mode::Singleton => {
+                let host = connect.address.clone().unwrap_or_default();
+                let peer = net::resolve(&host, connect.port.unwrap_or_default()).await?;
+                socket.connect(peer).await.map_err(|e| net::at(peer, e))?;
+                tokio::spawn(run_singleton(cx, socket, local, peer))
+            }
+            Mode::Server => {
+                let filter = PeerFilter { address: connect.address.as_deref().map(parse_ip).transpose()?, port: connect.port };
+                let idle = Duration::from_secs_f64(idle.max(0.001));
+                tokio::spawn(run_server(cx, socket, local, filter, idle))
+            }
+        };
+        Ok(ListenerTask::new(local.to_string(), task))
+    }
+}
+
+fn parse_ip(a: &str) -> io::Result<std::net::IpAddr> {
+    a.trim_matches(['[', ']'])
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("connect.address '{a}' is not an IP address")))
+}
+
+struct PeerFilter {
+    address: Option<std::net::IpAddr>,
+    port: Option<u16>,
+}
+
+impl PeerFilter {
+    fn admits(&self, peer: SocketAddr) -> bool {
+        let peer = net::canonical(peer);
+        self.address.is_none_or(|a| a.to_canonical() == peer.ip()) && self.port.is_none_or(|p| p == peer.port())
+    }
+}
+
+/// One session at a time on a socket connected to the configured peer; when it ends,
+/// the next datagram from the peer starts the next one.
+async fn run_singleton(cx: ListenerContext, socket: Arc<UdpSocket>, local: SocketAddr, peer: SocketAddr) {
+    loop {
+        let (ended_tx, ended) = oneshot::channel();
+        let conn = Conn {
+            framing: Framing::Datagram,
+            rx: Box::new(ConnectedRx { socket: socket.clone(), buf: BytesMut::new(), _ended: Some(ended_tx) }),
+            tx: Box::new(ConnectedTx { socket: socket.clone() }),
+            peer: peer.to_string(),
+        };
+        cx.accept(Incoming { metadata: net::metadata("UDP", local, peer), conn });
+        let _ = ended.await;
+        if socket.readable().await.is_err() {
+            return;
+        }
+    }
+}
+
+type Demux = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
+
+async fn run_server(cx: ListenerContext, socket: Arc<UdpSocket>, local: SocketAddr, filter: PeerFilter, idle: Duration) {
+    let sessions: Demux = Arc::default();
+    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+    loop {
+        buf.reserve(MAX_DATAGRAM);
+        let peer = match socket.recv_buf_from(&mut buf).await {
+            Ok((_, peer)) => peer,
+            Err(e) => {
+                // ICMP errors surface on the listening socket; they concern one peer.
+                tracing::debug!(listener = %cx.name, "recv: {e}");
+                continue;
+            }
+        };
+        let datagram = buf.split().freeze();
+        if !filter.admits(peer) {
+            tracing::debug!(listener = %cx.name, %peer, "datagram from a filtered peer dropped");
+            continue;
+        }
+        let existing = sessions.lock().expect("demux lock").get(&peer).cloned();
+        if let Some(tx) = existing {
+            match tx.try_send(datagram) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(listener = %cx.name, %peer, "session queue full, datagram dropped");
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(d)) => {
+                    sessions.lock().expect("demux lock").remove(&peer);
+                    new_peer(&cx, &socket, &sessions, local, peer, idle, d);
+                }
+            }
+        } else {
+            new_peer(&cx, &socket, &sessions, local, peer, idle, datagram);
+        }
+    }
+}
+
+fn new_peer(
+    cx: &ListenerContext,
+    socket: &Arc<UdpSocket>,
+    sessions: &Demux,
+    local: SocketAddr,
+    peer: SocketAddr,
+    idle: Duration,
+    first: Bytes,
+) {
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let _ = tx.try_send(first);
+    sessions.lock().expect("demux lock").insert(peer, tx);
+    let activity = Arc::new(Activity::new());
+    let conn = Conn {
+        framing: Framing::Datagram,
+        rx: Box::new(DemuxRx { rx, idle, activity: activity.clone(), _entry: DemuxEntry { sessions: sessions.clone(), peer } }),
+        tx: Box::new(SendToTx { socket: socket.clone(), peer, activity }),
+        peer: net::canonical(peer).to_string(),
+    };
+    cx.accept(Incoming { metadata: net::metadata("UDP", local, peer), conn });
+}
+
+/// When a server-mode session last moved a datagram, in either direction.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_until(&self, idle: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+}
+
+/// Removes a server-mode session from the demux table when the session lets go of it.
+struct DemuxEntry {
+    sessions: Demux,
+    peer: SocketAddr,
+}
+
+impl Drop for DemuxEntry {
+    fn drop(&mut self) {
+        let mut sessions = self.sessions.lock().expect("demux lock");
+        if sessions.get(&self.peer).is_some_and(|tx| tx.is_closed()) {
+            sessions.remove(&self.peer);
+        }
+    }
+}
+
+struct DemuxRx {
+    rx: mpsc::Receiver<Bytes>,
+    idle: Duration,
+    activity: Arc<Activity>,
+    _entry: DemuxEntry,
+}
+
+#[async_trait]
+impl ChunkRx for DemuxRx {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let deadline = self.activity.idle_until(self.idle);
+            tokio::select! {
+                chunk = self.rx.recv() => {
+                    self.activity.touch();
+                    return Ok(chunk);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if Instant::now() >= self.activity.idle_until(self.idle) {
+                        tracing::debug!(peer = %self._entry.peer, "UDP session idle for {:?}, ending it", self.idle);
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct SendToTx {
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+#[async_trait]
+impl ChunkTx for SendToTx {
+    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.activity.touch();
+        self.socket.send_to(&chunk, self.peer).await.map(|_| ())
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Receiving on a connected socket. ICMP port-unreachable surfaces as ECONNREFUSED on
+/// a later call; for a datagram stream that is a lost datagram, not a broken session.
+struct ConnectedRx {
+    socket: Arc<UdpSocket>,
+    buf: BytesMut,
+    _ended: Option<oneshot::Sender<()>>,
+}
+
+#[async_trait]
+impl ChunkRx for ConnectedRx {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            self.buf.reserve(MAX_DATAGRAM);
+            match self.socket.recv_buf(&mut self.buf).await {
+                Ok(_) => return Ok(Some(self.buf.split().freeze())),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+struct ConnectedTx {
+    socket: Arc<UdpSocket>,
+}
+
+#[async_trait]
+impl ChunkTx for ConnectedTx {
+    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        match self.socket.send(&chunk).await {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UdpClusterSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    bind: Option<HostPort>,
+}
+
+#[async_trait]
+impl ClusterProtocol for UdpClusterSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn needs_endpoint(&self) -> bool {
+        true
+    }
+    async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
+        let (host, port) = target.host_port(self.port)?;
+        let remote = net::resolve(&host, port).await?;
+        let bind = self.bind.clone().unwrap_or_default();
+        let local = match bind.address.as_deref() {
+            Some(a) => net::bind_addr(Some(a), bind.port.unwrap_or(0))?,
+            None if remote.is_ipv6() => net::bind_addr(Some("::"), bind.port.unwrap_or(0))?,
+            None => net::bind_addr(None, bind.port.unwrap_or(0))?,
+        };
+        let socket = Arc::new(bind_socket(local)?);
+        socket.connect(remote).await.map_err(|e| net::at(remote, e))?;
+        Ok(Stage::Conn(Conn {
+            framing: Framing::Datagram,
+            rx: Box::new(ConnectedRx { socket: socket.clone(), buf: BytesMut::new(), _ended: None }),
+            tx: Box::new(ConnectedTx { socket }),
+            peer: remote.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,101 @@
+//! UNIX domain stream sockets: the listener binds `filename`, a cluster endpoint's
+//! address (or `path`) is the socket to connect to.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net, stream};
+
+pub const NAME: &str = "UnixDomainSocket";
+
+#[derive(Debug, Deserialize)]
+pub struct UnixListenerSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    #[serde(alias = "path")]
+    filename: PathBuf,
+}
+
+/// Binds `path`, replacing a stale socket file that nobody listens on, but never a
+/// live socket or a file that is not a socket.
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false);
+            if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+                std::fs::remove_file(path)?;
+                UnixListener::bind(path)
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
+    .map_err(|e| net::at(path.display(), e))
+}
+
+/// Removes the socket file when the listener goes away.
+struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[async_trait]
+impl ListenerProtocol for UnixListenerSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        let listener = bind(&self.filename)?;
+        let unlink = Unlink(self.filename.clone());
+        let filename = self.filename.display().to_string();
+        let task = tokio::spawn(async move {
+            let _unlink = unlink;
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let (read, write) = stream.into_split();
+                        let metadata = json!({ "UNIX": { "filename": filename } });
+                        cx.accept(Incoming { metadata, conn: stream::conn(read, write, filename.clone()) });
+                    }
+                    Err(e) => {
+                        tracing::warn!(listener = %cx.name, "accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(ListenerTask::new(self.filename.display().to_string(), task))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UnixClusterSpec {
+    #[allow(dead_code)]
+    protocol: String,
+}
+
+#[async_trait]
+impl ClusterProtocol for UnixClusterSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn needs_endpoint(&self) -> bool {
+        true
+    }
+    async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
+        let path = target.path()?;
+        let stream = UnixStream::connect(&path).await.map_err(|e| net::at(&path, e))?;
+        let (read, write) = stream.into_split();
+        Ok(Stage::Conn(stream::conn(read, write, path)))
+    }
+}

@@ -1,0 +1,312 @@
+//! The proxy's live state: the current configuration snapshot, the running listeners
+//! and the sessions. Every change builds a new snapshot, binds what it must, and swaps
+//! the snapshot in whole, or changes nothing and says why.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::logging;
+use crate::metrics;
+use crate::model::inline::Builder;
+use crate::model::parse::typed;
+use crate::model::{Admin, ConfigError, Kind, Result, Snapshot};
+use crate::protocol::{ListenerContext, ListenerTask};
+use crate::session::Registry;
+
+pub struct Proxy {
+    config: ArcSwap<Snapshot>,
+    /// Serializes changes; readers never wait for it.
+    write: tokio::sync::Mutex<()>,
+    listeners: Mutex<HashMap<String, ListenerTask>>,
+    pub sessions: Registry,
+    /// `-s` on the command line: strict schema checks whatever `admin.strict` says.
+    strict_flag: bool,
+    this: Weak<Proxy>,
+}
+
+impl Proxy {
+    pub fn new(strict: bool) -> Arc<Proxy> {
+        Arc::new_cyclic(|this| Proxy {
+            config: ArcSwap::from_pointee(Snapshot::default()),
+            write: tokio::sync::Mutex::new(()),
+            listeners: Mutex::default(),
+            sessions: Registry::default(),
+            strict_flag: strict,
+            this: this.clone(),
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.config.load_full()
+    }
+
+    fn strict(&self, snap: &Snapshot) -> bool {
+        self.strict_flag || snap.admin.strict
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, ListenerTask>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a listener is bound, for listings.
+    pub fn bound_address(&self, listener: &str) -> Option<String> {
+        self.running().get(listener).map(|t| t.local_addr.clone())
+    }
+
+    async fn start_listener(&self, snap: &Arc<Snapshot>, name: &str) -> Result<ListenerTask> {
+        let listener = snap.listeners.get(name).expect("started listeners exist");
+        let cx = ListenerContext { name: name.to_owned(), proxy: self.this.upgrade().expect("the proxy is alive"), snapshot: snap.clone() };
+        listener.protocol.start(cx).await.map_err(|e| {
+            let status = if e.kind() == std::io::ErrorKind::AddrInUse { 409 } else { 422 };
+            ConfigError::new(status, format!("listener '{name}': cannot start: {e}"))
+        })
+    }
+
+    /// Adds objects: `build` fills a working copy; new listeners are bound before the
+    /// copy goes live. Returns what was created.
+    pub async fn add(&self, build: impl FnOnce(&mut Builder) -> Result<()>) -> Result<Vec<(Kind, String)>> {
+        let _guard = self.write.lock().await;
+        let current = self.snapshot();
+        let mut builder = Builder::new(&current, self.strict(&current));
+        build(&mut builder)?;
+        let created = builder.created.clone();
+        self.commit(builder.snap, &created, HashMap::new()).await?;
+        Ok(created)
+    }
+
+    /// Binds the listeners in `new_listeners`, then makes `snap` current; on a bind
+    /// failure nothing changes (listeners in `keep` go back to running).
+    async fn commit(&self, snap: Snapshot, created: &[(Kind, String)], keep: HashMap<String, ListenerTask>) -> Result<()> {
+        let snap = Arc::new(snap);
+        let mut started = HashMap::new();
+        for (kind, name) in created {
+            if *kind == Kind::Listener && !keep.contains_key(name) {
+                match self.start_listener(&snap, name).await {
+                    Ok(task) => {
+                        started.insert(name.clone(), task);
+                    }
+                    Err(e) => {
+                        self.running().extend(keep);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut running = self.running();
+        running.extend(keep);
+        running.extend(started);
+        self.config.store(snap);
+        Ok(())
+    }
+
+    /// `PUT`: replaces an object. Established sessions keep their copied routes; a
+    /// listener whose binding did not change keeps its socket.
+    pub async fn replace(&self, kind: Kind, name: &str, value: &Value) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let current = self.snapshot();
+        if !current.contains(kind, name) {
+            return Err(ConfigError::not_found(format!("{} '{name}' not found", kind.singular())));
+        }
+        if value.get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
+            return Err(ConfigError::invalid(format!("the body names another object than '{name}'")));
+        }
+        let mut value = value.clone();
+        value["name"] = Value::String(name.to_owned());
+        let mut builder = Builder::new(&current, self.strict(&current));
+        for (k, n) in autogenerated_tree(&current, kind, name) {
+            builder.snap.remove(k, &n);
+        }
+        builder.snap.remove(kind, name);
+        match kind {
+            Kind::Listener => builder.add_listener(&value).map(drop)?,
+            Kind::Cluster => builder.add_cluster(&value, None).map(drop)?,
+            Kind::RuleList => builder.add_rulelist(&value, None).map(drop)?,
+            Kind::Rule => builder.add_rule(&value, None).map(drop)?,
+            Kind::Route => builder.add_route(&value, None).map(drop)?,
+            Kind::Endpoint => {
+                let cluster = current.endpoints[name].cluster.clone();
+                builder.add_endpoint(&cluster, &value).map(drop)?
+            }
+        }
+        let mut keep = HashMap::new();
+        if kind == Kind::Listener {
+            let old = current.listeners[name].protocol.clone();
+            let new = builder.snap.listeners[name].protocol.clone();
+            let task = self.running().remove(name);
+            match task {
+                Some(task) if old.same_binding(new.as_ref()) => {
+                    keep.insert(name.to_owned(), task);
+                }
+                Some(task) => task.stop().await, // frees the port for the new binding
+                None => {}
+            }
+            if keep.is_empty() {
+                let created = builder.created.clone();
+                if let Err(e) = self.commit(builder.snap, &created, keep).await {
+                    // Put the old listener back on its socket.
+                    if let Ok(task) = self.start_listener(&current, name).await {
+                        self.running().insert(name.to_owned(), task);
+                    }
+                    return Err(e);
+                }
+                return Ok(());
+            }
+        }
+        let created = builder.created.clone();
+        self.commit(builder.snap, &created, keep).await
+    }
+
+    /// Deletes an object. `recursive` also deletes what it created inline and ends the
+    /// sessions that use any of it; for an endpoint it disconnects its sessions'
+    /// stages so that their retry policy can move them.
+    pub async fn delete(&self, kind: Kind, name: &str, recursive: bool) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let current = self.snapshot();
+        if !current.contains(kind, name) {
+            return Err(ConfigError::not_found(format!("{} '{name}' not found", kind.singular())));
+        }
+        let mut doomed = vec![(kind, name.to_owned())];
+        if recursive {
+            doomed.extend(autogenerated_tree(&current, kind, name));
+        }
+        let mut next = (*current).clone();
+        for (k, n) in &doomed {
+            next.remove(*k, n);
+        }
+        self.config.store(Arc::new(next));
+        let m = metrics::global();
+        for (k, n) in &doomed {
+            match k {
+                Kind::Listener => {
+                    let task = self.running().remove(n);
+                    if let Some(task) = task {
+                        task.stop().await;
+                    }
+                    m.forget_listener(n);
+                }
+                Kind::Cluster => m.forget_cluster(n),
+                _ => {}
+            }
+        }
+        if recursive {
+            for (k, n) in &doomed {
+                if *k == Kind::Endpoint {
+                    for session in self.sessions.using(Kind::Endpoint, n) {
+                        let state = session.state();
+                        for stage in state.stages().filter(|s| s.endpoint.as_deref() == Some(n.as_str())) {
+                            stage.kick.notify_one();
+                        }
+                    }
+                } else {
+                    for session in self.sessions.using(*k, n) {
+                        session.kill.cancel();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /api/v1/config`: makes `doc` the whole configuration. Unchanged listeners
+    /// keep their sockets; sessions keep running on their copied routes.
+    pub async fn load_config(&self, doc: &Value) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let current = self.snapshot();
+        let strict = self.strict_flag || doc.pointer("/admin/strict").and_then(Value::as_bool).unwrap_or(false);
+        let mut builder = Builder::new(&Snapshot { admin: current.admin.clone(), ..Snapshot::default() }, strict);
+        builder.add_config(doc)?;
+        let created = builder.created.clone();
+        // Listeners that stay the same keep running; the others stop before the new
+        // ones bind (they may want the same ports).
+        let mut keep = HashMap::new();
+        let mut stopped = Vec::new();
+        for (name, old) in &current.listeners {
+            let same = builder.snap.listeners.get(name).is_some_and(|new| new.protocol.same_binding(old.protocol.as_ref()));
+            let task = self.running().remove(name);
+            if let Some(task) = task {
+                if same {
+                    keep.insert(name.clone(), task);
+                } else {
+                    task.stop().await;
+                    stopped.push(name.clone());
+                }
+            }
+        }
+        let admin = builder.snap.admin.clone();
+        if let Err(e) = self.commit(builder.snap, &created, keep).await {
+            for name in stopped {
+                if let Ok(task) = self.start_listener(&current, &name).await {
+                    self.running().insert(name, task);
+                }
+            }
+            return Err(e);
+        }
+        for name in current.listeners.keys().filter(|n| !self.snapshot().listeners.contains_key(*n)) {
+            metrics::global().forget_listener(name);
+        }
+        apply_admin(&admin).map_err(ConfigError::invalid)
+    }
+
+    /// `POST /api/v1/admin`: merges the given settings.
+    pub async fn update_admin(&self, value: &Value) -> Result<()> {
+        let _guard = self.write.lock().await;
+        let current = self.snapshot();
+        let mut merged = serde_json::to_value(&current.admin).unwrap_or_default();
+        let Some(fields) = value.as_object() else {
+            return Err(ConfigError::invalid("admin must be an object"));
+        };
+        for (k, v) in fields {
+            if k == "version" {
+                continue;
+            }
+            merged[k] = v.clone();
+        }
+        let admin: Admin = typed(&merged, "admin", self.strict(&current))?;
+        if !["init", "no_init", "disable"].contains(&admin.offload.as_str()) {
+            return Err(ConfigError::invalid(format!("admin: offload '{}' is not one of init, no_init, disable", admin.offload)));
+        }
+        apply_admin(&admin).map_err(ConfigError::invalid)?;
+        let mut next = (*current).clone();
+        next.admin = admin;
+        self.config.store(Arc::new(next));
+        Ok(())
+    }
+}
+
+/// Puts logging settings into effect.
+pub fn apply_admin(admin: &Admin) -> std::result::Result<(), String> {
+    logging::parse_level(&admin.log_level).map_err(|e| format!("admin: {e}"))?;
+    logging::set_file(&admin.log_file).map_err(|e| format!("admin: {e}"))?;
+    logging::set_level(&admin.log_level)
+}
+
+/// What an object created inline, transitively: deleted with it when recursive.
+fn autogenerated_tree(snap: &Snapshot, kind: Kind, name: &str) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    let mut pending = vec![(kind, name.to_owned())];
+    while let Some((k, n)) = pending.pop() {
+        let children: Vec<(Kind, String)> = match k {
+            Kind::Listener => snap.listeners.get(&n).map(|l| vec![(Kind::RuleList, l.rules.clone())]).unwrap_or_default(),
+            Kind::RuleList => snap.rulelists.get(&n).map(|rl| rl.rules.iter().map(|r| (Kind::Rule, r.clone())).collect()).unwrap_or_default(),
+            Kind::Rule => snap.rules.get(&n).and_then(|r| r.action.route.clone()).map(|r| vec![(Kind::Route, r)]).unwrap_or_default(),
+            Kind::Route => snap
+                .routes
+                .get(&n)
+                .map(|r| r.destination.iter().chain(&r.ingress).chain(&r.egress).map(|c| (Kind::Cluster, c.clone())).collect())
+                .unwrap_or_default(),
+            Kind::Cluster => snap.clusters.get(&n).map(|c| c.endpoints.iter().map(|e| (Kind::Endpoint, e.name.clone())).collect()).unwrap_or_default(),
+            Kind::Endpoint => Vec::new(),
+        };
+        for (ck, cn) in children {
+            let owned = ck == Kind::Endpoint || snap.is_autogenerated(ck, &cn);
+            if owned && !out.contains(&(ck, cn.clone())) {
+                out.push((ck, cn.clone()));
+                pending.push((ck, cn));
+            }
+        }
+    }
+    out
+}

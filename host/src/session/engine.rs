@@ -1,0 +1,349 @@
+//! The session engine: listener -> rulelist -> route copy -> stages connected in
+//! parallel under the retry policy -> the ring of stage drivers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::stage::{self, Meters, Reconnect, StageStats, Wiring};
+use super::{Session, StageInfo, StageRef, StageStatus, Status};
+use crate::json::pointer;
+use crate::metrics;
+use crate::model::{Kind, Retry, Route, Snapshot};
+use crate::protocol::{Conn, Framing, Incoming, Stage, Target};
+use crate::proxy::Proxy;
+
+/// Chunks buffered between two stages.
+const RING_CAPACITY: usize = 64;
+/// How deep `apply` may chain rulelists (a loop would otherwise never end).
+const MAX_APPLY_DEPTH: usize = 16;
+
+/// Starts a session for what a listener accepted.
+pub fn spawn(proxy: Arc<Proxy>, listener: &str, incoming: Incoming) {
+    let session = Arc::new(Session::new(proxy.sessions.next_name(listener), listener, incoming.metadata.clone()));
+    session.with_stage(StageRef::Source, |s| s.peer = Some(incoming.conn.peer.clone()));
+    proxy.sessions.insert(session.clone());
+    let m = metrics::global();
+    m.listener_sessions.with_label_values(&[listener]).inc();
+    m.listener_active.with_label_values(&[listener]).inc();
+    m.active_sessions.inc();
+    tokio::spawn(async move {
+        let track = proxy.snapshot().listeners.get(&session.listener).and_then(|l| l.options.track);
+        let result = tokio::select! {
+            r = run(&proxy, &session, incoming) => r,
+            _ = session.kill.cancelled() => Err("deleted".to_owned()),
+        };
+        finish(&proxy, &session, result, track);
+    });
+}
+
+fn finish(proxy: &Arc<Proxy>, session: &Arc<Session>, result: Result<(), String>, track: Option<f64>) {
+    let m = metrics::global();
+    m.listener_active.with_label_values(&[&session.listener]).dec();
+    m.active_sessions.dec();
+    session.set_status(Status::Finalizing);
+    match result {
+        Ok(()) => session.event("END", "session ended", Value::Null),
+        Err(e) => {
+            tracing::info!(session = %session.name, "session ended: {e}");
+            session.event("ERROR", e.clone(), Value::Null);
+            session.state().error = Some(e);
+        }
+    }
+    {
+        let mut state = session.state();
+        state.status = Status::Destroyed;
+        state.ended = Some(std::time::Instant::now());
+    }
+    match track {
+        Some(secs) if secs > 0.0 => {
+            let (proxy, name) = (proxy.clone(), session.name.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                proxy.sessions.remove(&name);
+            });
+        }
+        _ => proxy.sessions.remove(&session.name),
+    }
+}
+
+/// Finds the route for a session, applying rewrites to its metadata on the way.
+pub fn lookup(snap: &Snapshot, listener: &str, metadata: &mut Value, uses: &mut Vec<(Kind, String)>) -> Result<Arc<Route>, String> {
+    let l = snap.listeners.get(listener).ok_or_else(|| format!("listener '{listener}' not found"))?;
+    let mut rulelist = l.rules.clone();
+    for _ in 0..MAX_APPLY_DEPTH {
+        let rl = snap.rulelists.get(&rulelist).ok_or_else(|| format!("rulelist '{rulelist}' not found"))?;
+        uses.push((Kind::RuleList, rl.name.clone()));
+        let rule = rl
+            .rules
+            .iter()
+            .filter_map(|name| snap.rules.get(name))
+            .find(|rule| rule.predicate.eval(metadata))
+            .ok_or_else(|| "No route for session".to_owned())?;
+        uses.push((Kind::Rule, rule.name.clone()));
+        for rewrite in &rule.action.rewrite {
+            pointer::set(metadata, &rewrite.path, rewrite.value.clone())
+                .map_err(|e| format!("rule '{}': rewrite: {e}", rule.name))?;
+        }
+        if let Some(route) = &rule.action.route {
+            let route = snap.routes.get(route).ok_or_else(|| format!("route '{route}' not found"))?;
+            uses.push((Kind::Route, route.name.clone()));
+            return Ok(route.clone());
+        }
+        match &rule.action.apply {
+            Some(next) => rulelist = next.clone(),
+            None => return Err(format!("rule '{}' has neither a route nor an apply", rule.name)),
+        }
+    }
+    Err(format!("rulelists apply each other more than {MAX_APPLY_DEPTH} deep"))
+}
+
+async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> Result<(), String> {
+    let snap = proxy.snapshot();
+    let mut metadata = incoming.metadata;
+    let mut uses = Vec::new();
+    let routed = lookup(&snap, &session.listener, &mut metadata, &mut uses);
+    {
+        let mut state = session.state();
+        state.metadata = Arc::new(metadata);
+        state.uses.extend(uses);
+    }
+    let route = routed.inspect_err(|_| {
+        metrics::global().sessions_rejected.with_label_values(&[&session.listener]).inc();
+    })?;
+    let destination = route.destination.clone().ok_or_else(|| format!("route '{}' has no destination", route.name))?;
+    // The session's own copy: later changes to the route do not reach it.
+    let route: Route = (*route).clone();
+    let mut stages: Vec<(StageRef, String)> = route.ingress.iter().enumerate().map(|(i, c)| (StageRef::Ingress(i), c.clone())).collect();
+    stages.push((StageRef::Destination, destination.clone()));
+    stages.extend(route.egress.iter().enumerate().map(|(i, c)| (StageRef::Egress(i), c.clone())));
+    {
+        let mut state = session.state();
+        state.route = Some(Arc::new(route.clone()));
+        state.ingress = route.ingress.iter().map(|c| StageInfo::new(c)).collect();
+        state.destination = Some(StageInfo::new(&destination));
+        state.egress = route.egress.iter().map(|c| StageInfo::new(c)).collect();
+        state.uses.extend(stages.iter().map(|(_, c)| (Kind::Cluster, c.clone())));
+    }
+    session.event("ROUTED", format!("route '{}'", route.name), json!({ "route": route.name }));
+
+    let attempts = if route.retry.on_connect_failure() { route.retry.num_retries + 1 } else { 1 };
+    let connects = stages.iter().map(|(at, cluster)| connect(proxy, session, *at, cluster, route.retry, attempts));
+    let connected = futures_util::future::join_all(connects).await;
+    let mut opened = Vec::with_capacity(connected.len());
+    for ((at, cluster), result) in stages.into_iter().zip(connected) {
+        opened.push((at, cluster, result?));
+    }
+    warn_on_mixed_framing(session, &incoming.conn, &opened);
+    session.set_status(Status::Connected);
+    session.with_stage(StageRef::Source, |s| s.status = StageStatus::Connected);
+    session.event("CONNECTED", "all stages connected", Value::Null);
+    drive(proxy, session, incoming.conn, opened, route.retry).await
+}
+
+/// Routing a datagram stream into a byte stream loses message boundaries: say so.
+fn warn_on_mixed_framing(session: &Session, source: &Conn, opened: &[(StageRef, String, Stage)]) {
+    let streams: Vec<&str> = std::iter::once((source.framing, session.listener.as_str()))
+        .chain(opened.iter().filter_map(|(_, c, s)| match s {
+            Stage::Conn(conn) => Some((conn.framing, c.as_str())),
+            Stage::Transform(_) => None,
+        }))
+        .filter(|(f, _)| *f == Framing::Stream)
+        .map(|(_, n)| n)
+        .collect();
+    let datagrams = std::iter::once(source.framing)
+        .chain(opened.iter().filter_map(|(_, _, s)| if let Stage::Conn(c) = s { Some(c.framing) } else { None }))
+        .any(|f| f == Framing::Datagram);
+    if datagrams && !streams.is_empty() {
+        let msg = format!(
+            "this route joins datagram streams to byte streams ({}): message boundaries are not kept",
+            streams.join(", ")
+        );
+        tracing::warn!(session = %session.name, "{msg}");
+        session.event("WARNING", msg, Value::Null);
+    }
+}
+
+/// Opens one stage, trying up to `attempts` times, each bounded by the retry timeout.
+async fn connect(proxy: &Proxy, session: &Session, at: StageRef, cluster_name: &str, retry: Retry, attempts: u32) -> Result<Stage, String> {
+    let m = metrics::global();
+    let mut last_error = String::new();
+    for attempt in 1..=attempts.max(1) {
+        let snap = proxy.snapshot();
+        let result = match snap.clusters.get(cluster_name) {
+            None => Err(format!("cluster '{cluster_name}' not found")),
+            Some(cluster) => {
+                let endpoint = if cluster.protocol.needs_endpoint() {
+                    cluster.balancer.pick(&session.state().metadata)
+                } else {
+                    None
+                };
+                if cluster.protocol.needs_endpoint() && endpoint.is_none() {
+                    Err(format!("cluster '{cluster_name}' has no endpoint"))
+                } else {
+                    session.with_stage(at, |s| s.endpoint = endpoint.as_ref().map(|e| e.name.clone()));
+                    let target = Target { cluster: cluster_name, endpoint: endpoint.as_deref() };
+                    match tokio::time::timeout(Duration::from_millis(retry.timeout.max(1)), cluster.protocol.connect(target)).await {
+                        Ok(Ok(stage)) => Ok(stage),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("connect timed out after {} ms", retry.timeout)),
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(stage) => {
+                m.cluster_sessions.with_label_values(&[cluster_name]).inc();
+                m.cluster_active.with_label_values(&[cluster_name]).inc();
+                let peer = if let Stage::Conn(c) = &stage { Some(c.peer.clone()) } else { None };
+                session.with_stage(at, |s| {
+                    s.status = StageStatus::Connected;
+                    s.peer = peer;
+                });
+                return Ok(stage);
+            }
+            Err(e) => {
+                m.cluster_connect_failures.with_label_values(&[cluster_name]).inc();
+                session.event(
+                    "CONNECT_FAILED",
+                    format!("cluster '{cluster_name}': attempt {attempt} of {attempts}: {e}"),
+                    json!({ "cluster": cluster_name, "attempt": attempt }),
+                );
+                last_error = e;
+                if attempt < attempts {
+                    session.with_stage(at, |s| s.status = StageStatus::Retrying);
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+    Err(format!("cluster '{cluster_name}': {last_error}"))
+}
+
+/// Pause before retry `attempt + 1`: 100 ms, doubling, at most a second.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << (attempt - 1).min(4)).min(1000))
+}
+
+/// Replaces a stage's broken connection under the route's retry policy.
+struct StageRetry {
+    proxy: Arc<Proxy>,
+    session: Arc<Session>,
+    at: StageRef,
+    cluster: String,
+    retry: Retry,
+    /// Reconnects left before one succeeds in moving data again.
+    budget: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Reconnect for StageRetry {
+    fn allowed(&self) -> bool {
+        self.retry.on_disconnect()
+    }
+
+    async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, String> {
+        metrics::global().cluster_active.with_label_values(&[&self.cluster]).dec();
+        if progressed {
+            self.budget.store(self.retry.num_retries, Ordering::Relaxed);
+        }
+        let left = self.budget.load(Ordering::Relaxed);
+        self.session.event("DISCONNECT", format!("cluster '{}': {why}", self.cluster), json!({ "cluster": self.cluster }));
+        if left == 0 {
+            return Err(format!("cluster '{}': {why}; no retries left", self.cluster));
+        }
+        self.budget.store(left - 1, Ordering::Relaxed);
+        self.session.with_stage(self.at, |s| s.status = StageStatus::Retrying);
+        match connect(&self.proxy, &self.session, self.at, &self.cluster, self.retry, self.retry.num_retries.max(1)).await? {
+            Stage::Conn(conn) => {
+                self.session.event("RECONNECTED", format!("cluster '{}': reconnected", self.cluster), Value::Null);
+                Ok(conn)
+            }
+            Stage::Transform(_) => Err(format!("cluster '{}' is no longer a network cluster", self.cluster)),
+        }
+    }
+}
+
+fn meters(at: StageRef, origin: &str) -> Meters {
+    let m = metrics::global();
+    let (bytes, packets) = if at == StageRef::Source { (&m.listener_bytes, &m.listener_packets) } else { (&m.cluster_bytes, &m.cluster_packets) };
+    Meters {
+        bytes_in: bytes.with_label_values(&[origin, "in"]),
+        bytes_out: bytes.with_label_values(&[origin, "out"]),
+        packets_in: packets.with_label_values(&[origin, "in"]),
+        packets_out: packets.with_label_values(&[origin, "out"]),
+        errors: (at != StageRef::Source).then(|| m.transform_errors.with_label_values(&[origin])),
+    }
+}
+
+/// Wires the ring and runs the drivers until every stage has ended, or one fails.
+async fn drive(
+    proxy: &Arc<Proxy>,
+    session: &Arc<Session>,
+    source: Conn,
+    opened: Vec<(StageRef, String, Stage)>,
+    retry: Retry,
+) -> Result<(), String> {
+    let mut ring: Vec<(StageRef, String, Stage)> = Vec::with_capacity(opened.len() + 1);
+    ring.push((StageRef::Source, session.listener.clone(), Stage::Conn(source)));
+    ring.extend(opened);
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..ring.len()).map(|_| mpsc::channel::<Bytes>(RING_CAPACITY)).unzip();
+    let mut drivers = JoinSet::new();
+    for (i, ((at, origin, stage), inbox)) in ring.into_iter().zip(inboxes).enumerate() {
+        let (counters, kick) = session
+            .with_stage(at, |s| (s.counters.clone(), s.kick.clone()))
+            .expect("every ring stage has its info");
+        let wiring = Wiring {
+            inbox,
+            out: Some(senders[(i + 1) % senders.len()].clone()),
+            kick,
+            stats: StageStats { session: session.clone(), at, counters, meters: meters(at, &origin) },
+        };
+        let cluster = origin.clone();
+        let retry: Option<Box<dyn Reconnect>> = (at != StageRef::Source).then(|| {
+            Box::new(StageRetry {
+                proxy: proxy.clone(),
+                session: session.clone(),
+                at,
+                cluster: cluster.clone(),
+                retry,
+                budget: AtomicU32::new(retry.num_retries),
+            }) as Box<dyn Reconnect>
+        });
+        drivers.spawn(async move {
+            let result = match stage {
+                Stage::Conn(conn) => stage::run_conn(wiring, conn, retry).await,
+                Stage::Transform(t) => stage::run_transform(wiring, t).await,
+            };
+            if at != StageRef::Source {
+                metrics::global().cluster_active.with_label_values(&[&cluster]).dec();
+            }
+            result.map_err(|e| format!("{}: {e}", describe(at, &origin)))
+        });
+    }
+    // Only the drivers hold senders now, so a closed inbox means its writer ended.
+    drop(senders);
+    while let Some(joined) = drivers.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) if e.is_panic() => return Err(format!("a stage failed internally: {e}")),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn describe(at: StageRef, origin: &str) -> String {
+    match at {
+        StageRef::Source => format!("source (listener '{origin}')"),
+        StageRef::Destination => format!("destination (cluster '{origin}')"),
+        StageRef::Ingress(i) => format!("ingress #{i} (cluster '{origin}')"),
+        StageRef::Egress(i) => format!("egress #{i} (cluster '{origin}')"),
+    }
+}

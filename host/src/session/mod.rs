@@ -1,0 +1,280 @@
+//! Sessions: what a listener accepted, routed through a copy of its route. This module
+//! keeps the session objects the API lists; [`engine`] routes and connects them and
+//! [`stage`] moves their data.
+
+pub mod engine;
+pub mod stage;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Kind, Route};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Init,
+    Connected,
+    Finalizing,
+    Destroyed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum StageStatus {
+    Init,
+    Connected,
+    Ready,
+    Disconnected,
+    Retrying,
+    End,
+}
+
+/// Bytes and chunks a stage moved; shared with the stage's driver, read by listings.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+}
+
+impl Counters {
+    fn to_json(&self) -> Value {
+        json!({
+            "bytes_in": self.bytes_in.load(Ordering::Relaxed),
+            "bytes_out": self.bytes_out.load(Ordering::Relaxed),
+            "packets_in": self.packets_in.load(Ordering::Relaxed),
+            "packets_out": self.packets_out.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// One stage as listings show it.
+#[derive(Debug)]
+pub struct StageInfo {
+    /// The listener (source) or cluster the stage belongs to.
+    pub origin: String,
+    pub endpoint: Option<String>,
+    pub peer: Option<String>,
+    pub status: StageStatus,
+    pub counters: Arc<Counters>,
+    /// Wakes the stage's driver to drop its connection (and retry, if it may).
+    pub kick: Arc<Notify>,
+}
+
+impl StageInfo {
+    pub fn new(origin: &str) -> StageInfo {
+        StageInfo {
+            origin: origin.to_owned(),
+            endpoint: None,
+            peer: None,
+            status: StageStatus::Init,
+            counters: Arc::default(),
+            kick: Arc::default(),
+        }
+    }
+
+    fn to_json(&self, role: &str) -> Value {
+        let mut out = json!({ "origin": self.origin, "status": self.status, "stats": self.counters.to_json() });
+        out[role] = json!(self.origin);
+        if let Some(ep) = &self.endpoint {
+            out["endpoint"] = json!(ep);
+        }
+        if let Some(peer) = &self.peer {
+            out["peer"] = json!(peer);
+        }
+        out
+    }
+}
+
+/// Which stage of a session: the ring is source, ingress..., destination, egress....
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageRef {
+    Source,
+    Ingress(usize),
+    Destination,
+    Egress(usize),
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct Event {
+    pub event: String,
+    pub timestamp: f64,
+    pub message: String,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub content: Value,
+}
+
+/// Events kept per session; older ones are dropped (and counted).
+const MAX_EVENTS: usize = 100;
+
+#[derive(Debug)]
+pub struct SessionState {
+    pub status: Status,
+    /// Fixed once the rules have rewritten it; stages share it.
+    pub metadata: Arc<Value>,
+    pub route: Option<Arc<Route>>,
+    pub source: StageInfo,
+    pub ingress: Vec<StageInfo>,
+    pub destination: Option<StageInfo>,
+    pub egress: Vec<StageInfo>,
+    pub events: Vec<Event>,
+    pub events_dropped: u64,
+    /// Objects whose recursive deletion ends this session.
+    pub uses: Vec<(Kind, String)>,
+    pub error: Option<String>,
+    pub ended: Option<Instant>,
+}
+
+pub struct Session {
+    pub name: String,
+    pub listener: String,
+    pub created: SystemTime,
+    pub state: Mutex<SessionState>,
+    /// Cancelled to end the session (API delete, recursive deletes).
+    pub kill: CancellationToken,
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
+impl Session {
+    pub fn new(name: String, listener: &str, metadata: Value) -> Session {
+        Session {
+            name,
+            listener: listener.to_owned(),
+            created: SystemTime::now(),
+            state: Mutex::new(SessionState {
+                status: Status::Init,
+                metadata: Arc::new(metadata),
+                route: None,
+                source: StageInfo::new(listener),
+                ingress: Vec::new(),
+                destination: None,
+                egress: Vec::new(),
+                events: Vec::new(),
+                events_dropped: 0,
+                uses: vec![(Kind::Listener, listener.to_owned())],
+                error: None,
+                ended: None,
+            }),
+            kill: CancellationToken::new(),
+        }
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records an event and logs it.
+    pub fn event(&self, event: &str, message: impl Into<String>, content: Value) {
+        let message = message.into();
+        tracing::debug!(session = %self.name, event, "{message}");
+        let mut state = self.state();
+        if state.events.len() >= MAX_EVENTS {
+            state.events.remove(0);
+            state.events_dropped += 1;
+        }
+        state.events.push(Event { event: event.to_owned(), timestamp: now(), message, content });
+    }
+
+    pub fn set_status(&self, status: Status) {
+        self.state().status = status;
+    }
+
+    /// Runs `f` on one stage's info.
+    pub fn with_stage<R>(&self, at: StageRef, f: impl FnOnce(&mut StageInfo) -> R) -> Option<R> {
+        let mut state = self.state();
+        let stage = match at {
+            StageRef::Source => Some(&mut state.source),
+            StageRef::Ingress(i) => state.ingress.get_mut(i),
+            StageRef::Destination => state.destination.as_mut(),
+            StageRef::Egress(i) => state.egress.get_mut(i),
+        };
+        stage.map(f)
+    }
+
+    pub fn uses(&self, kind: Kind, name: &str) -> bool {
+        let state = self.state();
+        state.uses.iter().any(|(k, n)| *k == kind && n == name)
+            || (kind == Kind::Endpoint && state.stages().any(|s| s.endpoint.as_deref() == Some(name)))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let state = self.state();
+        let mut out = json!({
+            "name": self.name,
+            "metadata": state.metadata,
+            "source": state.source.to_json("listener"),
+            "destination": state.destination.as_ref().map(|d| d.to_json("cluster")),
+            "ingress": state.ingress.iter().map(|s| s.to_json("cluster")).collect::<Vec<_>>(),
+            "egress": state.egress.iter().map(|s| s.to_json("cluster")).collect::<Vec<_>>(),
+            "status": state.status,
+            "route": state.route.as_ref().map(|r| r.name.clone()),
+            "created": self.created.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default(),
+            "events": state.events,
+        });
+        if let Some(error) = &state.error {
+            out["error"] = json!(error);
+        }
+        if state.events_dropped > 0 {
+            out["events_dropped"] = json!(state.events_dropped);
+        }
+        out
+    }
+}
+
+impl SessionState {
+    pub fn stages(&self) -> impl Iterator<Item = &StageInfo> {
+        std::iter::once(&self.source).chain(&self.ingress).chain(&self.destination).chain(&self.egress)
+    }
+}
+
+/// All sessions the API can see: running ones and ended ones kept for `track`.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    pub fn next_name(&self, listener: &str) -> String {
+        format!("{listener}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn insert(&self, session: Arc<Session>) {
+        self.table().insert(session.name.clone(), session);
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.table().remove(name);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Session>> {
+        self.table().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        let mut all: Vec<_> = self.table().values().cloned().collect();
+        all.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+        all
+    }
+
+    /// Sessions still running that use an object.
+    pub fn using(&self, kind: Kind, name: &str) -> Vec<Arc<Session>> {
+        self.all().into_iter().filter(|s| s.state().ended.is_none() && s.uses(kind, name)).collect()
+    }
+}

@@ -1,0 +1,216 @@
+//! Stage drivers: the tasks that move a session's chunks.
+//!
+//! A session's stages form a ring: source -> ingress... -> destination -> egress... ->
+//! source. Each stage reads its inbox (fed by the previous stage) and feeds the next
+//! stage's inbox. A connection stage pumps both directions independently, so a slow
+//! reader on one side never stalls the other direction. End of stream travels the ring
+//! as a closed channel: a byte stream half-closes, a datagram stage ends outright.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use prometheus::IntCounter;
+use tokio::sync::{Notify, mpsc};
+
+use super::{Counters, Session, StageRef, StageStatus};
+use crate::protocol::{ChunkRx, ChunkTx, Conn, Framing, Transform, TransformContext};
+
+/// Prometheus counters of the listener or cluster a stage belongs to.
+pub struct Meters {
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub packets_in: IntCounter,
+    pub packets_out: IntCounter,
+    pub errors: Option<IntCounter>,
+}
+
+/// Where a stage's traffic is counted and its status shown.
+pub struct StageStats {
+    pub session: Arc<Session>,
+    pub at: StageRef,
+    pub counters: Arc<Counters>,
+    pub meters: Meters,
+}
+
+impl StageStats {
+    fn received(&self, n: usize) {
+        self.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.meters.bytes_in.inc_by(n as u64);
+        self.meters.packets_in.inc();
+    }
+    fn sent(&self, n: usize) {
+        self.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+        self.meters.bytes_out.inc_by(n as u64);
+        self.meters.packets_out.inc();
+    }
+    fn status(&self, status: StageStatus) {
+        self.session.with_stage(self.at, |s| s.status = status);
+    }
+}
+
+/// What every driver holds: its inbox, the next stage's inbox, and its stats.
+pub struct Wiring {
+    pub inbox: mpsc::Receiver<Bytes>,
+    pub out: Option<mpsc::Sender<Bytes>>,
+    pub kick: Arc<Notify>,
+    pub stats: StageStats,
+}
+
+/// Opens a fresh connection for a stage whose connection broke.
+#[async_trait::async_trait]
+pub trait Reconnect: Send + Sync {
+    /// Whether a broken connection may be replaced (the route's retry policy).
+    fn allowed(&self) -> bool;
+    /// A new connection, or why there is none (the session then ends).
+    /// `progressed`: data arrived since the last (re)connect, so this is not a loop of
+    /// connections that break at once.
+    async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, String>;
+}
+
+enum RxEnd {
+    Eof,
+    DownstreamGone,
+    Failed(io::Error),
+}
+
+enum TxEnd {
+    Closed,
+    Failed(io::Error),
+}
+
+enum Outcome {
+    Done,
+    Broken(String),
+}
+
+async fn pump_rx(rx: &mut Box<dyn ChunkRx>, out: &mut Option<mpsc::Sender<Bytes>>, stats: &StageStats) -> RxEnd {
+    loop {
+        match rx.recv().await {
+            Ok(Some(chunk)) => {
+                stats.received(chunk.len());
+                let Some(next) = out.as_ref() else { return RxEnd::DownstreamGone };
+                if next.send(chunk).await.is_err() {
+                    *out = None;
+                    return RxEnd::DownstreamGone;
+                }
+            }
+            Ok(None) => {
+                *out = None;
+                return RxEnd::Eof;
+            }
+            Err(e) => return RxEnd::Failed(e),
+        }
+    }
+}
+
+async fn pump_tx(inbox: &mut mpsc::Receiver<Bytes>, tx: &mut Box<dyn ChunkTx>, stats: &StageStats) -> TxEnd {
+    while let Some(chunk) = inbox.recv().await {
+        let n = chunk.len();
+        if let Err(e) = tx.send(chunk).await {
+            return TxEnd::Failed(e);
+        }
+        stats.sent(n);
+    }
+    let _ = tx.close().await;
+    TxEnd::Closed
+}
+
+/// Drives a connection stage until both directions end, or it fails for good.
+pub async fn run_conn(mut w: Wiring, mut conn: Conn, retry: Option<Box<dyn Reconnect>>) -> Result<(), String> {
+    let may_retry = || retry.as_ref().is_some_and(|r| r.allowed());
+    let (mut rx_done, mut tx_done) = (false, false);
+    let mut received_at_connect = 0;
+    w.stats.status(StageStatus::Ready);
+    loop {
+        let outcome = {
+            let datagram = conn.framing == Framing::Datagram;
+            let Conn { rx, tx, .. } = &mut conn;
+            let Wiring { inbox, out, kick, stats } = &mut w;
+            let stats = &*stats;
+            let mut rxp = std::pin::pin!(pump_rx(rx, out, stats));
+            let mut txp = std::pin::pin!(pump_tx(inbox, tx, stats));
+            loop {
+                if rx_done && tx_done {
+                    break Outcome::Done;
+                }
+                tokio::select! {
+                    end = &mut rxp, if !rx_done => match end {
+                        RxEnd::Eof if !tx_done && may_retry() => break Outcome::Broken("the peer closed the connection".into()),
+                        RxEnd::Eof | RxEnd::DownstreamGone => rx_done = true,
+                        RxEnd::Failed(e) if may_retry() => break Outcome::Broken(e.to_string()),
+                        RxEnd::Failed(e) => return Err(e.to_string()),
+                    },
+                    end = &mut txp, if !tx_done => match end {
+                        TxEnd::Closed => {
+                            tx_done = true;
+                            if datagram {
+                                break Outcome::Done;
+                            }
+                        }
+                        TxEnd::Failed(e) if may_retry() => break Outcome::Broken(e.to_string()),
+                        TxEnd::Failed(e) => return Err(e.to_string()),
+                    },
+                    _ = kick.notified() => {
+                        if may_retry() {
+                            break Outcome::Broken("its endpoint was removed".into());
+                        }
+                        return Err("its endpoint was removed".into());
+                    }
+                }
+            }
+        };
+        match outcome {
+            Outcome::Done => {
+                w.stats.status(StageStatus::End);
+                return Ok(());
+            }
+            Outcome::Broken(why) => {
+                w.stats.status(StageStatus::Disconnected);
+                let retry = retry.as_ref().expect("only a retried stage breaks");
+                let received = w.stats.counters.packets_in.load(Ordering::Relaxed);
+                conn = retry.reconnect(&why, received > received_at_connect).await?;
+                received_at_connect = w.stats.counters.packets_in.load(Ordering::Relaxed);
+                rx_done = false;
+                w.stats.status(StageStatus::Ready);
+            }
+        }
+    }
+}
+
+/// Drives a transform stage: inbox -> transform -> next stage, until the inbox closes
+/// or the next stage is gone. A chunk the transform rejects is dropped and logged.
+pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> Result<(), String> {
+    w.stats.status(StageStatus::Ready);
+    let mut produced = Vec::new();
+    let mut reported = 0u32;
+    let metadata = w.stats.session.state().metadata.clone();
+    while let Some(chunk) = w.inbox.recv().await {
+        w.stats.sent(chunk.len());
+        let cx = TransformContext { session: &w.stats.session.name, metadata: &metadata };
+        if let Err(e) = transform.process(chunk, &cx, &mut produced) {
+            if let Some(errors) = &w.stats.meters.errors {
+                errors.inc();
+            }
+            // The first few go to the session's events, all to the log.
+            tracing::warn!(session = %w.stats.session.name, "{e}");
+            if reported < 10 {
+                reported += 1;
+                w.stats.session.event("TRANSFORM_ERROR", e, serde_json::Value::Null);
+            }
+        }
+        for chunk in produced.drain(..) {
+            w.stats.received(chunk.len());
+            let Some(next) = w.out.as_ref() else { break };
+            if next.send(chunk).await.is_err() {
+                w.stats.status(StageStatus::End);
+                return Ok(());
+            }
+        }
+    }
+    w.stats.status(StageStatus::End);
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `Logger`: passes chunks through unchanged and writes each one, prefixed with
+//! `log_prefix` and the session name, to `log_file` (`stdout`, `stderr` or a path;
+//! the proxy's log when unset).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::transform_cluster;
+use crate::protocol::{Transform, TransformContext};
+
+pub const NAME: &str = "Logger";
+
+#[derive(Debug, Deserialize)]
+pub struct LoggerSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    #[serde(default)]
+    log_file: Option<String>,
+    #[serde(default)]
+    log_prefix: Option<String>,
+}
+
+enum Sink {
+    Tracing,
+    Stdout,
+    Stderr,
+    File(File),
+}
+
+pub struct Logger {
+    prefix: String,
+    sink: Sink,
+}
+
+impl LoggerSpec {
+    fn open(&self) -> std::io::Result<Logger> {
+        let sink = match self.log_file.as_deref() {
+            None | Some("") => Sink::Tracing,
+            Some("stdout") => Sink::Stdout,
+            Some("stderr") => Sink::Stderr,
+            Some(path) => Sink::File(
+                OpenOptions::new().create(true).append(true).open(path).map_err(|e| crate::protocol::net::at(path, e))?,
+            ),
+        };
+        Ok(Logger { prefix: self.log_prefix.clone().unwrap_or_default(), sink })
+    }
+}
+
+impl Transform for Logger {
+    fn process(&mut self, chunk: Bytes, cx: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String> {
+        let text = String::from_utf8_lossy(&chunk);
+        let line = format!("{}{}{}: {:?}\n", self.prefix, if self.prefix.is_empty() { "" } else { ": " }, cx.session, text);
+        let written = match &mut self.sink {
+            Sink::Tracing => {
+                tracing::info!(target: "l7mp::logger", "{}", line.trim_end());
+                Ok(())
+            }
+            Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+            Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+            Sink::File(f) => f.write_all(line.as_bytes()),
+        };
+        out.push(chunk);
+        written.map_err(|e| format!("Logger: {e}"))
+    }
+}
+
+transform_cluster!(LoggerSpec, NAME, |spec, _target| spec.open());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_to_a_file_and_passes_through() {
+        let path = std::env::temp_dir().join(format!("l7mp-logger-{}.log", std::process::id()));
+        let spec = LoggerSpec { protocol: NAME.into(), log_file: Some(path.display().to_string()), log_prefix: Some("in".into()) };
+        let mut logger = spec.open().unwrap();
+        let md = serde_json::json!({});
+        let mut out = Vec::new();
+        logger.process(Bytes::from_static(b"hello"), &TransformContext { session: "s1", metadata: &md }, &mut out).unwrap();
+        assert_eq!(out, vec![Bytes::from_static(b"hello")]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "in: s1: \"hello\"\n");
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,40 @@
+//! `Metric`: passes chunks through and counts them per Metric cluster in
+//! `l7mp_metric_bytes_total` / `l7mp_metric_packets_total`; every stage's bytes also
+//! show in its session's listing.
+
+use bytes::Bytes;
+use prometheus::IntCounter;
+use serde::Deserialize;
+
+use super::transform_cluster;
+use crate::protocol::{Transform, TransformContext};
+
+pub const NAME: &str = "Metric";
+
+#[derive(Debug, Deserialize)]
+pub struct MetricSpec {
+    #[allow(dead_code)]
+    protocol: String,
+}
+
+pub struct Metric {
+    bytes: IntCounter,
+    packets: IntCounter,
+}
+
+impl Transform for Metric {
+    fn process(&mut self, chunk: Bytes, _: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String> {
+        self.bytes.inc_by(chunk.len() as u64);
+        self.packets.inc();
+        out.push(chunk);
+        Ok(())
+    }
+}
+
+transform_cluster!(MetricSpec, NAME, |_spec, target| {
+    let m = crate::metrics::global();
+    Ok::<_, std::io::Error>(Metric {
+        bytes: m.metric_bytes.with_label_values(&[target.cluster]),
+        packets: m.metric_packets.with_label_values(&[target.cluster]),
+    })
+});

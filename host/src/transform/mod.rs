@@ -1,0 +1,29 @@
+//! Built-in in-process transforms. Each is a cluster whose stage is a [`Transform`]:
+//! it may stand as a destination (Echo answers, Discard swallows) or anywhere in an
+//! ingress or egress chain.
+
+pub mod discard;
+pub mod echo;
+pub mod jsondecap;
+pub mod jsonencap;
+pub mod logger;
+pub mod metric;
+
+/// Implements [`crate::protocol::ClusterProtocol`] for a transform's spec type; the
+/// closure opens the per-session transform (or fails to, as `io::Result`).
+macro_rules! transform_cluster {
+    ($spec:ty, $name:expr, |$self_:ident, $target:ident| $make:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::protocol::ClusterProtocol for $spec {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            async fn connect(&self, $target: $crate::protocol::Target<'_>) -> std::io::Result<$crate::protocol::Stage> {
+                let $self_ = self;
+                let transform = ($make)?;
+                Ok($crate::protocol::Stage::Transform(Box::new(transform)))
+            }
+        }
+    };
+}
+pub(crate) use transform_cluster;
