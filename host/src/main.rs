@@ -80,8 +80,10 @@ async fn run(cli: Cli) -> ExitCode {
     if let Err(e) = proxy.load_config(&doc).await {
         return fail(format!("{source}: {e}"));
     }
-    if let Some(level) = &cli.log_level {
-        let _ = logging::set_level(level);
+    if let Some(level) = &cli.log_level
+        && let Err(e) = proxy.update_admin(&serde_json::json!({ "log_level": level })).await
+    {
+        return fail(format!("-l: {e}"));
     }
 
     let has_controller = proxy.snapshot().listeners.values().any(|l| l.protocol.name() == "HTTP");

@@ -1,1 +1,11 @@
-fn main(){}
+//! Black-box tests: each starts the real `l7mp` binary on ephemeral ports, drives it
+//! over REST and sends real bytes through real sockets.
+
+mod harness;
+
+mod api;
+mod cli;
+mod routing;
+mod sessions;
+mod stream;
+mod udp;

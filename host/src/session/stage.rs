@@ -8,7 +8,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use prometheus::IntCounter;
@@ -87,7 +87,15 @@ enum Outcome {
     Broken(String),
 }
 
-async fn pump_rx(rx: &mut Box<dyn ChunkRx>, out: &mut Option<mpsc::Sender<Bytes>>, stats: &StageStats) -> RxEnd {
+/// Moves received chunks to the next stage. At end of stream the next stage is told
+/// (its inbox closes) unless the connection is about to be replaced: a retried stage
+/// whose own sending side is still open.
+async fn pump_rx(
+    rx: &mut Box<dyn ChunkRx>,
+    out: &mut Option<mpsc::Sender<Bytes>>,
+    stats: &StageStats,
+    will_reconnect_on_eof: impl Fn() -> bool,
+) -> RxEnd {
     loop {
         match rx.recv().await {
             Ok(Some(chunk)) => {
@@ -99,7 +107,9 @@ async fn pump_rx(rx: &mut Box<dyn ChunkRx>, out: &mut Option<mpsc::Sender<Bytes>
                 }
             }
             Ok(None) => {
-                *out = None;
+                if !will_reconnect_on_eof() {
+                    *out = None;
+                }
                 return RxEnd::Eof;
             }
             Err(e) => return RxEnd::Failed(e),
@@ -123,6 +133,8 @@ async fn pump_tx(inbox: &mut mpsc::Receiver<Bytes>, tx: &mut Box<dyn ChunkTx>, s
 pub async fn run_conn(mut w: Wiring, mut conn: Conn, retry: Option<Box<dyn Reconnect>>) -> Result<(), String> {
     let may_retry = || retry.as_ref().is_some_and(|r| r.allowed());
     let (mut rx_done, mut tx_done) = (false, false);
+    // Mirrors `tx_done` for the receiving pump, which runs while this loop waits.
+    let tx_closed = AtomicBool::new(false);
     let mut received_at_connect = 0;
     w.stats.status(StageStatus::Ready);
     loop {
@@ -131,7 +143,8 @@ pub async fn run_conn(mut w: Wiring, mut conn: Conn, retry: Option<Box<dyn Recon
             let Conn { rx, tx, .. } = &mut conn;
             let Wiring { inbox, out, kick, stats } = &mut w;
             let stats = &*stats;
-            let mut rxp = std::pin::pin!(pump_rx(rx, out, stats));
+            let tx_closed = &tx_closed;
+            let mut rxp = std::pin::pin!(pump_rx(rx, out, stats, || may_retry() && !tx_closed.load(Ordering::Relaxed)));
             let mut txp = std::pin::pin!(pump_tx(inbox, tx, stats));
             loop {
                 if rx_done && tx_done {
@@ -147,6 +160,7 @@ pub async fn run_conn(mut w: Wiring, mut conn: Conn, retry: Option<Box<dyn Recon
                     end = &mut txp, if !tx_done => match end {
                         TxEnd::Closed => {
                             tx_done = true;
+                            tx_closed.store(true, Ordering::Relaxed);
                             if datagram {
                                 break Outcome::Done;
                             }

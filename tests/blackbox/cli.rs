@@ -1,0 +1,122 @@
+//! The command line: configs from files, and errors that stop start-up.
+
+use std::process::{Command, Stdio};
+
+use crate::harness::*;
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("l7mp-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs l7mp expecting it to exit by itself; returns (code, stderr).
+fn run_to_exit(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_l7mp"))
+        .args(["--admin", &format!("127.0.0.1:{}", free_tcp_port())])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn config_errors_exit_non_zero_naming_the_problem() {
+    let cases = [
+        ("bad-yaml.yaml", "listeners: [", "invalid YAML"),
+        ("bad-field.yaml", "listeners:\n  - name: l\n    spec: {protocol: UDP, port: notaport}\n    rules: r\n", "listener 'l': spec: field 'port'"),
+        ("bad-proto.yaml", "clusters:\n  - name: ws\n    spec: {protocol: WebSocket, port: 80}\n", "cluster 'ws': protocol WebSocket not supported yet"),
+        ("bad-rule.yaml", "rules:\n  - name: r\n    match: {op: nope, path: /a}\n    action: {route: x}\n", "rule 'r': match: unknown JSONPredicate operation 'nope'"),
+        ("bad-section.yaml", "listners: []\n", "unknown section 'listners'"),
+    ];
+    for (file, text, needle) in cases {
+        let path = write_config(file, text);
+        let (code, stderr) = run_to_exit(&["-c", path.to_str().unwrap()]);
+        assert_ne!(code, 0, "{file} was accepted");
+        assert!(stderr.contains(needle), "{file}: {stderr}");
+        let _ = std::fs::remove_file(path);
+    }
+    let (code, stderr) = run_to_exit(&["-c", "/nonexistent/l7mp.yaml"]);
+    assert!(code != 0 && stderr.contains("cannot read config"), "{stderr}");
+    let (code, stderr) = run_to_exit(&["-l", "loud"]);
+    assert!(code != 0 && stderr.contains("unknown log level 'loud'"), "{stderr}");
+}
+
+#[test]
+fn strict_mode_rejects_unknown_fields() {
+    let path = write_config("strict.yaml", "clusters:\n  - name: e\n    spec: {protocol: Echo, colour: blue}\n");
+    let (code, stderr) = run_to_exit(&["-s", "-c", path.to_str().unwrap()]);
+    assert!(code != 0 && stderr.contains("'colour'"), "{stderr}");
+    let proxy = Proxy::start_with(&["-c", path.to_str().unwrap()]);
+    assert_eq!(proxy.get("/api/v1/clusters/e").0, 200);
+    let _ = std::fs::remove_file(path);
+}
+
+/// A config written the way the original l7mp's examples are: the controller as an
+/// HTTP listener routed to an L7mpController cluster, names bound late, inline objects.
+#[test]
+fn an_original_style_config_loads_and_serves() {
+    let (api, udp) = (free_tcp_port(), free_udp_port());
+    let config = format!(
+        r#"# in the style of the original's examples
+admin:
+  log_level: info
+  log_file: stderr
+  access_log_path: /tmp/admin_access.log
+listeners:
+  - name: controller-listener
+    spec: {{ protocol: HTTP, port: {api} }}
+    rules:
+      - action:
+          route:
+            destination:
+              name: l7mp-controller
+              spec: {{ protocol: L7MPController }}
+  - name: udp-listener
+    spec: {{ protocol: UDP, port: {udp} }}
+    rules:
+      - match: {{op: starts, path: '/IP/src_addr', value: '127.'}}
+        action:
+          rewrite:
+            - path: "labels/session_id"
+              value: 1
+          route:
+            cluster: echo
+            ingress:
+              - spec: {{ protocol: "Logger", log_prefix: "ingress" }}
+            retry: {{retry_on: always, num_retries: 3, timeout: 2000}}
+clusters:
+  - name: echo
+    spec: {{ protocol: "Echo" }}
+  - name: stdio
+    spec: {{ protocol: "Stdio" }}
+"#
+    );
+    let path = write_config("original.yaml", &config);
+    let child = Command::new(env!("CARGO_BIN_EXE_l7mp"))
+        .args(["-c", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let agent = agent();
+    let url = format!("http://127.0.0.1:{api}/api/v1/listeners/udp-listener");
+    let mut resp = eventually("the controller listener", || agent.get(&url).call().ok());
+    let listener: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(listener["rules"], "udp-listener-RuleList-0");
+    let to = format!("127.0.0.1:{udp}").parse().unwrap();
+    assert_eq!(udp_roundtrip(&udp_client("127.0.0.1"), to, b"compatible"), b"compatible");
+    let mut metrics = agent.get(format!("http://127.0.0.1:{api}/metrics")).call().unwrap();
+    assert!(metrics.body_mut().read_to_string().unwrap().contains("l7mp_listener_sessions_total{listener=\"udp-listener\"} 1"));
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,205 @@
+//! Starting the proxy and talking to its API.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Proxy {
+    child: Child,
+    pub api: String,
+    agent: ureq::Agent,
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(WAIT)).build().into()
+}
+
+/// Polls `f` until it returns `Some`, for at most [`WAIT`].
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Proxy {
+    /// The proxy on the default config, its API on a free port.
+    pub fn start() -> Proxy {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Proxy {
+        let port = free_tcp_port();
+        let api = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_l7mp"))
+            .args(["--admin", &api, "-l", "warn"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("l7mp starts");
+        let proxy = Proxy { child, api: format!("http://{api}"), agent: agent() };
+        eventually("the API to answer", || proxy.agent.get(format!("{}/api/v1/admin", proxy.api)).call().ok());
+        proxy
+    }
+
+    fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+        let mut resp = resp.expect("the API answers");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::answer(self.agent.get(format!("{}{path}", self.api)).call())
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        Self::answer(self.agent.delete(format!("{}{path}", self.api)).call())
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send_raw("POST", path, "application/json", &body.to_string())
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send_raw("PUT", path, "application/json", &body.to_string())
+    }
+
+    pub fn send_raw(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.api);
+        let resp = match method {
+            "POST" => self.agent.post(url).header("content-type", content_type).send(body),
+            "PUT" => self.agent.put(url).header("content-type", content_type).send(body),
+            other => panic!("no {other} here"),
+        };
+        Self::answer(resp)
+    }
+
+    /// POSTs and insists on success.
+    pub fn create(&self, path: &str, body: Value) {
+        let (status, answer) = self.post(path, body);
+        assert_eq!(status, 200, "POST {path}: {answer}");
+    }
+
+    pub fn sessions(&self) -> Vec<Value> {
+        match self.get("/api/v1/sessions") {
+            (200, Value::Array(all)) => all,
+            other => panic!("GET sessions: {other:?}"),
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        let mut resp = self.agent.get(format!("{}/metrics", self.api)).call().expect("metrics");
+        resp.body_mut().read_to_string().unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP client socket bound on `ip`, with a receive timeout.
+pub fn udp_client(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind(format!("{ip}:0")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+/// Sends `msg` to `to` until an answer arrives (the listener may still be starting).
+pub fn udp_roundtrip(s: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    s.send_to(msg, to).unwrap();
+    let mut buf = [0u8; 65536];
+    let (n, _) = s.recv_from(&mut buf).expect("an answer");
+    buf[..n].to_vec()
+}
+
+/// A UDP server on loopback that answers every datagram with `prefix` + datagram and
+/// reports what it received.
+pub fn udp_upstream(prefix: &'static [u8]) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+            let mut reply = prefix.to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&reply, peer);
+        }
+    });
+    (port, rx)
+}
+
+/// A TCP server that answers each connection's data with `prefix` + data.
+pub fn tcp_upstream(prefix: &'static [u8]) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || serve_prefixed(l, prefix));
+    port
+}
+
+pub fn serve_prefixed(l: TcpListener, prefix: &'static [u8]) {
+    for conn in l.incoming() {
+        let Ok(mut conn) = conn else { return };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut reply = prefix.to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                if conn.write_all(&reply).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+pub fn tcp_connect(port: u16) -> TcpStream {
+    let s = eventually("the listener to accept", || TcpStream::connect(("127.0.0.1", port)).ok());
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Writes `msg` and reads until `expect.len()` bytes came back.
+pub fn tcp_exchange(s: &mut TcpStream, msg: &[u8], expect_len: usize) -> Vec<u8> {
+    s.write_all(msg).unwrap();
+    let mut got = vec![0u8; expect_len];
+    s.read_exact(&mut got).expect("the answer");
+    got
+}
+
+/// Whether the peer has closed: a read returns 0 (or an error) within the timeout.
+pub fn tcp_closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
