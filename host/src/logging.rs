@@ -12,7 +12,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry, reload};
 
 /// l7mp's log levels, most verbose first.
-pub const LEVELS: &[&str] = &["silly", "verbose", "debug", "info", "notice", "warn", "error", "silent"];
+pub const LEVELS: &[&str] = &[
+    "silly", "verbose", "debug", "info", "notice", "warn", "error", "silent",
+];
 
 pub fn parse_level(name: &str) -> Result<LevelFilter, String> {
     Ok(match name.to_ascii_lowercase().as_str() {
@@ -22,7 +24,12 @@ pub fn parse_level(name: &str) -> Result<LevelFilter, String> {
         "warn" | "warning" => LevelFilter::WARN,
         "error" => LevelFilter::ERROR,
         "silent" | "off" => LevelFilter::OFF,
-        other => return Err(format!("unknown log level '{other}' (one of {})", LEVELS.join(", "))),
+        other => {
+            return Err(format!(
+                "unknown log level '{other}' (one of {})",
+                LEVELS.join(", ")
+            ));
+        }
     })
 }
 
@@ -71,9 +78,20 @@ static CONTROL: OnceLock<Control> = OnceLock::new();
 pub fn init(level: LevelFilter) {
     let destination = Destination(Arc::new(Mutex::new(Target::Stderr)));
     let (filter, handle) = reload::Layer::new(level);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(destination.clone()).with_ansi(false).with_target(false);
-    if tracing_subscriber::registry().with(filter).with(fmt.with_filter(LevelFilter::TRACE)).try_init().is_ok() {
-        let _ = CONTROL.set(Control { level: handle, destination });
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(destination.clone())
+        .with_ansi(false)
+        .with_target(false);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt.with_filter(LevelFilter::TRACE))
+        .try_init()
+        .is_ok()
+    {
+        let _ = CONTROL.set(Control {
+            level: handle,
+            destination,
+        });
     }
 }
 
@@ -91,7 +109,11 @@ pub fn set_file(target: &str) -> Result<(), String> {
         "stdout" => Target::Stdout,
         "stderr" | "" => Target::Stderr,
         path => Target::File(Arc::new(Mutex::new(
-            OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("log_file {path}: {e}"))?,
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("log_file {path}: {e}"))?,
         ))),
     };
     if let Some(c) = CONTROL.get() {

@@ -25,7 +25,11 @@ use serde_json::Value;
 const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
 
 #[derive(Parser, Debug)]
-#[command(name = "l7mp", version, about = "A multiprotocol Layer-7 proxy and service-mesh data plane")]
+#[command(
+    name = "l7mp",
+    version,
+    about = "A multiprotocol Layer-7 proxy and service-mesh data plane"
+)]
 struct Cli {
     /// Config file (l7mp YAML or JSON); without it, the embedded default config.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -57,7 +61,10 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("-l: {e}")),
     };
     logging::init(level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
@@ -81,12 +88,18 @@ async fn run(cli: Cli) -> ExitCode {
         return fail(format!("{source}: {e}"));
     }
     if let Some(level) = &cli.log_level
-        && let Err(e) = proxy.update_admin(&serde_json::json!({ "log_level": level })).await
+        && let Err(e) = proxy
+            .update_admin(&serde_json::json!({ "log_level": level }))
+            .await
     {
         return fail(format!("-l: {e}"));
     }
 
-    let has_controller = proxy.snapshot().listeners.values().any(|l| l.protocol.name() == "HTTP");
+    let has_controller = proxy
+        .snapshot()
+        .listeners
+        .values()
+        .any(|l| l.protocol.name() == "HTTP");
     let admin = match cli.admin.as_deref() {
         Some("off") => None,
         Some(addr) => Some(addr.to_owned()),
@@ -98,13 +111,23 @@ async fn run(cli: Cli) -> ExitCode {
         Some(addr) => {
             let addr: SocketAddr = match addr.parse() {
                 Ok(a) => a,
-                Err(_) => return fail(format!("--admin: '{addr}' is not an address like 127.0.0.1:1234")),
+                Err(_) => {
+                    return fail(format!(
+                        "--admin: '{addr}' is not an address like 127.0.0.1:1234"
+                    ));
+                }
             };
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
                 Err(e) => return fail(format!("cannot serve the API on {addr}: {e}")),
             };
-            tracing::info!("REST API and /metrics on http://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+            tracing::info!(
+                "REST API and /metrics on http://{}",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
             Some(tokio::spawn(api::serve(listener, proxy.clone())))
         }
     };

@@ -26,37 +26,108 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 
 impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
-        let active_sessions = IntGauge::new("l7mp_active_sessions", "Sessions not yet ended").expect("valid metric");
-        r.register(Box::new(active_sessions.clone())).expect("unique metric");
+        let active_sessions =
+            IntGauge::new("l7mp_active_sessions", "Sessions not yet ended").expect("valid metric");
+        r.register(Box::new(active_sessions.clone()))
+            .expect("unique metric");
         let dir = &["listener", "direction"][..];
         let cdir = &["cluster", "direction"][..];
         Metrics {
-            listener_sessions: counter(&r, "l7mp_listener_sessions_total", "Sessions a listener accepted", &["listener"]),
-            listener_active: gauge(&r, "l7mp_listener_active_sessions", "Active sessions per listener", &["listener"]),
-            listener_bytes: counter(&r, "l7mp_listener_bytes_total", "Bytes through a listener (in: from clients, out: to clients)", dir),
-            listener_packets: counter(&r, "l7mp_listener_packets_total", "Chunks through a listener", dir),
-            cluster_sessions: counter(&r, "l7mp_cluster_sessions_total", "Session stages a cluster connected", &["cluster"]),
-            cluster_connect_failures: counter(&r, "l7mp_cluster_connect_failures_total", "Failed connect attempts per cluster", &["cluster"]),
-            cluster_active: gauge(&r, "l7mp_cluster_active_sessions", "Connected session stages per cluster", &["cluster"]),
-            cluster_bytes: counter(&r, "l7mp_cluster_bytes_total", "Bytes through a cluster (out: sent to it, in: received)", cdir),
-            cluster_packets: counter(&r, "l7mp_cluster_packets_total", "Chunks through a cluster", cdir),
-            transform_errors: counter(&r, "l7mp_transform_errors_total", "Chunks a transform rejected", &["cluster"]),
-            metric_bytes: counter(&r, "l7mp_metric_bytes_total", "Bytes counted by Metric clusters", &["cluster"]),
-            metric_packets: counter(&r, "l7mp_metric_packets_total", "Chunks counted by Metric clusters", &["cluster"]),
-            sessions_rejected: counter(&r, "l7mp_sessions_rejected_total", "Sessions that found no route or failed to connect", &["listener"]),
+            listener_sessions: counter(
+                &r,
+                "l7mp_listener_sessions_total",
+                "Sessions a listener accepted",
+                &["listener"],
+            ),
+            listener_active: gauge(
+                &r,
+                "l7mp_listener_active_sessions",
+                "Active sessions per listener",
+                &["listener"],
+            ),
+            listener_bytes: counter(
+                &r,
+                "l7mp_listener_bytes_total",
+                "Bytes through a listener (in: from clients, out: to clients)",
+                dir,
+            ),
+            listener_packets: counter(
+                &r,
+                "l7mp_listener_packets_total",
+                "Chunks through a listener",
+                dir,
+            ),
+            cluster_sessions: counter(
+                &r,
+                "l7mp_cluster_sessions_total",
+                "Session stages a cluster connected",
+                &["cluster"],
+            ),
+            cluster_connect_failures: counter(
+                &r,
+                "l7mp_cluster_connect_failures_total",
+                "Failed connect attempts per cluster",
+                &["cluster"],
+            ),
+            cluster_active: gauge(
+                &r,
+                "l7mp_cluster_active_sessions",
+                "Connected session stages per cluster",
+                &["cluster"],
+            ),
+            cluster_bytes: counter(
+                &r,
+                "l7mp_cluster_bytes_total",
+                "Bytes through a cluster (out: sent to it, in: received)",
+                cdir,
+            ),
+            cluster_packets: counter(
+                &r,
+                "l7mp_cluster_packets_total",
+                "Chunks through a cluster",
+                cdir,
+            ),
+            transform_errors: counter(
+                &r,
+                "l7mp_transform_errors_total",
+                "Chunks a transform rejected",
+                &["cluster"],
+            ),
+            metric_bytes: counter(
+                &r,
+                "l7mp_metric_bytes_total",
+                "Bytes counted by Metric clusters",
+                &["cluster"],
+            ),
+            metric_packets: counter(
+                &r,
+                "l7mp_metric_packets_total",
+                "Chunks counted by Metric clusters",
+                &["cluster"],
+            ),
+            sessions_rejected: counter(
+                &r,
+                "l7mp_sessions_rejected_total",
+                "Sessions that found no route or failed to connect",
+                &["listener"],
+            ),
             active_sessions,
             registry: r,
         }
@@ -65,7 +136,9 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 
@@ -81,7 +154,13 @@ impl Metrics {
 
     /// Drops a deleted cluster's series.
     pub fn forget_cluster(&self, name: &str) {
-        for v in [&self.cluster_sessions, &self.cluster_connect_failures, &self.transform_errors, &self.metric_bytes, &self.metric_packets] {
+        for v in [
+            &self.cluster_sessions,
+            &self.cluster_connect_failures,
+            &self.transform_errors,
+            &self.metric_bytes,
+            &self.metric_packets,
+        ] {
             let _ = v.remove_label_values(&[name]);
         }
         let _ = self.cluster_active.remove_label_values(&[name]);

@@ -58,16 +58,27 @@ impl Proxy {
 
     async fn start_listener(&self, snap: &Arc<Snapshot>, name: &str) -> Result<ListenerTask> {
         let listener = snap.listeners.get(name).expect("started listeners exist");
-        let cx = ListenerContext { name: name.to_owned(), proxy: self.this.upgrade().expect("the proxy is alive"), snapshot: snap.clone() };
+        let cx = ListenerContext {
+            name: name.to_owned(),
+            proxy: self.this.upgrade().expect("the proxy is alive"),
+            snapshot: snap.clone(),
+        };
         listener.protocol.start(cx).await.map_err(|e| {
-            let status = if e.kind() == std::io::ErrorKind::AddrInUse { 409 } else { 422 };
+            let status = if e.kind() == std::io::ErrorKind::AddrInUse {
+                409
+            } else {
+                422
+            };
             ConfigError::new(status, format!("listener '{name}': cannot start: {e}"))
         })
     }
 
     /// Adds objects: `build` fills a working copy; new listeners are bound before the
     /// copy goes live. Returns what was created.
-    pub async fn add(&self, build: impl FnOnce(&mut Builder) -> Result<()>) -> Result<Vec<(Kind, String)>> {
+    pub async fn add(
+        &self,
+        build: impl FnOnce(&mut Builder) -> Result<()>,
+    ) -> Result<Vec<(Kind, String)>> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
         let mut builder = Builder::new(&current, self.strict(&current));
@@ -79,7 +90,12 @@ impl Proxy {
 
     /// Binds the listeners in `new_listeners`, then makes `snap` current; on a bind
     /// failure nothing changes (listeners in `keep` go back to running).
-    async fn commit(&self, snap: Snapshot, created: &[(Kind, String)], keep: HashMap<String, ListenerTask>) -> Result<()> {
+    async fn commit(
+        &self,
+        snap: Snapshot,
+        created: &[(Kind, String)],
+        keep: HashMap<String, ListenerTask>,
+    ) -> Result<()> {
         let snap = Arc::new(snap);
         let mut started = HashMap::new();
         for (kind, name) in created {
@@ -108,10 +124,19 @@ impl Proxy {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
         if !current.contains(kind, name) {
-            return Err(ConfigError::not_found(format!("{} '{name}' not found", kind.singular())));
+            return Err(ConfigError::not_found(format!(
+                "{} '{name}' not found",
+                kind.singular()
+            )));
         }
-        if value.get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
-            return Err(ConfigError::invalid(format!("the body names another object than '{name}'")));
+        if value
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n != name)
+        {
+            return Err(ConfigError::invalid(format!(
+                "the body names another object than '{name}'"
+            )));
         }
         let mut value = value.clone();
         value["name"] = Value::String(name.to_owned());
@@ -166,7 +191,10 @@ impl Proxy {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
         if !current.contains(kind, name) {
-            return Err(ConfigError::not_found(format!("{} '{name}' not found", kind.singular())));
+            return Err(ConfigError::not_found(format!(
+                "{} '{name}' not found",
+                kind.singular()
+            )));
         }
         let mut doomed = vec![(kind, name.to_owned())];
         if recursive {
@@ -196,7 +224,10 @@ impl Proxy {
                 if *k == Kind::Endpoint {
                     for session in self.sessions.using(Kind::Endpoint, n) {
                         let state = session.state();
-                        for stage in state.stages().filter(|s| s.endpoint.as_deref() == Some(n.as_str())) {
+                        for stage in state
+                            .stages()
+                            .filter(|s| s.endpoint.as_deref() == Some(n.as_str()))
+                        {
                             stage.kick.notify_one();
                         }
                     }
@@ -215,8 +246,18 @@ impl Proxy {
     pub async fn load_config(&self, doc: &Value) -> Result<()> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
-        let strict = self.strict_flag || doc.pointer("/admin/strict").and_then(Value::as_bool).unwrap_or(false);
-        let mut builder = Builder::new(&Snapshot { admin: current.admin.clone(), ..Snapshot::default() }, strict);
+        let strict = self.strict_flag
+            || doc
+                .pointer("/admin/strict")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        let mut builder = Builder::new(
+            &Snapshot {
+                admin: current.admin.clone(),
+                ..Snapshot::default()
+            },
+            strict,
+        );
         builder.add_config(doc)?;
         let created = builder.created.clone();
         // Listeners that stay the same keep running; the others stop before the new
@@ -224,7 +265,11 @@ impl Proxy {
         let mut keep = HashMap::new();
         let mut stopped = Vec::new();
         for (name, old) in &current.listeners {
-            let same = builder.snap.listeners.get(name).is_some_and(|new| new.protocol.same_binding(old.protocol.as_ref()));
+            let same = builder
+                .snap
+                .listeners
+                .get(name)
+                .is_some_and(|new| new.protocol.same_binding(old.protocol.as_ref()));
             let task = self.running().remove(name);
             if let Some(task) = task {
                 if same {
@@ -244,7 +289,11 @@ impl Proxy {
             }
             return Err(e);
         }
-        for name in current.listeners.keys().filter(|n| !self.snapshot().listeners.contains_key(*n)) {
+        for name in current
+            .listeners
+            .keys()
+            .filter(|n| !self.snapshot().listeners.contains_key(*n))
+        {
             metrics::global().forget_listener(name);
         }
         apply_admin(&admin).map_err(ConfigError::invalid)
@@ -266,7 +315,10 @@ impl Proxy {
         }
         let admin: Admin = typed(&merged, "admin", self.strict(&current))?;
         if !["init", "no_init", "disable"].contains(&admin.offload.as_str()) {
-            return Err(ConfigError::invalid(format!("admin: offload '{}' is not one of init, no_init, disable", admin.offload)));
+            return Err(ConfigError::invalid(format!(
+                "admin: offload '{}' is not one of init, no_init, disable",
+                admin.offload
+            )));
         }
         apply_admin(&admin).map_err(ConfigError::invalid)?;
         let mut next = (*current).clone();
@@ -289,15 +341,44 @@ fn autogenerated_tree(snap: &Snapshot, kind: Kind, name: &str) -> Vec<(Kind, Str
     let mut pending = vec![(kind, name.to_owned())];
     while let Some((k, n)) = pending.pop() {
         let children: Vec<(Kind, String)> = match k {
-            Kind::Listener => snap.listeners.get(&n).map(|l| vec![(Kind::RuleList, l.rules.clone())]).unwrap_or_default(),
-            Kind::RuleList => snap.rulelists.get(&n).map(|rl| rl.rules.iter().map(|r| (Kind::Rule, r.clone())).collect()).unwrap_or_default(),
-            Kind::Rule => snap.rules.get(&n).and_then(|r| r.action.route.clone()).map(|r| vec![(Kind::Route, r)]).unwrap_or_default(),
+            Kind::Listener => snap
+                .listeners
+                .get(&n)
+                .map(|l| vec![(Kind::RuleList, l.rules.clone())])
+                .unwrap_or_default(),
+            Kind::RuleList => snap
+                .rulelists
+                .get(&n)
+                .map(|rl| rl.rules.iter().map(|r| (Kind::Rule, r.clone())).collect())
+                .unwrap_or_default(),
+            Kind::Rule => snap
+                .rules
+                .get(&n)
+                .and_then(|r| r.action.route.clone())
+                .map(|r| vec![(Kind::Route, r)])
+                .unwrap_or_default(),
             Kind::Route => snap
                 .routes
                 .get(&n)
-                .map(|r| r.destination.iter().chain(&r.ingress).chain(&r.egress).map(|c| (Kind::Cluster, c.clone())).collect())
+                .map(|r| {
+                    r.destination
+                        .iter()
+                        .chain(&r.ingress)
+                        .chain(&r.egress)
+                        .map(|c| (Kind::Cluster, c.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
-            Kind::Cluster => snap.clusters.get(&n).map(|c| c.endpoints.iter().map(|e| (Kind::Endpoint, e.name.clone())).collect()).unwrap_or_default(),
+            Kind::Cluster => snap
+                .clusters
+                .get(&n)
+                .map(|c| {
+                    c.endpoints
+                        .iter()
+                        .map(|e| (Kind::Endpoint, e.name.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             Kind::Endpoint => Vec::new(),
         };
         for (ck, cn) in children {

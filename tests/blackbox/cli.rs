@@ -18,17 +18,36 @@ fn run_to_exit(args: &[&str]) -> (i32, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn config_errors_exit_non_zero_naming_the_problem() {
     let cases = [
         ("bad-yaml.yaml", "listeners: [", "invalid YAML"),
-        ("bad-field.yaml", "listeners:\n  - name: l\n    spec: {protocol: UDP, port: notaport}\n    rules: r\n", "listener 'l': spec: field 'port'"),
-        ("bad-proto.yaml", "clusters:\n  - name: ws\n    spec: {protocol: WebSocket, port: 80}\n", "cluster 'ws': protocol WebSocket not supported yet"),
-        ("bad-rule.yaml", "rules:\n  - name: r\n    match: {op: nope, path: /a}\n    action: {route: x}\n", "rule 'r': match: unknown JSONPredicate operation 'nope'"),
-        ("bad-section.yaml", "listners: []\n", "unknown section 'listners'"),
+        (
+            "bad-field.yaml",
+            "listeners:\n  - name: l\n    spec: {protocol: UDP, port: notaport}\n    rules: r\n",
+            "listener 'l': spec: field 'port'",
+        ),
+        (
+            "bad-proto.yaml",
+            "clusters:\n  - name: ws\n    spec: {protocol: WebSocket, port: 80}\n",
+            "cluster 'ws': protocol WebSocket not supported yet",
+        ),
+        (
+            "bad-rule.yaml",
+            "rules:\n  - name: r\n    match: {op: nope, path: /a}\n    action: {route: x}\n",
+            "rule 'r': match: unknown JSONPredicate operation 'nope'",
+        ),
+        (
+            "bad-section.yaml",
+            "listners: []\n",
+            "unknown section 'listners'",
+        ),
     ];
     for (file, text, needle) in cases {
         let path = write_config(file, text);
@@ -38,14 +57,23 @@ fn config_errors_exit_non_zero_naming_the_problem() {
         let _ = std::fs::remove_file(path);
     }
     let (code, stderr) = run_to_exit(&["-c", "/nonexistent/l7mp.yaml"]);
-    assert!(code != 0 && stderr.contains("cannot read config"), "{stderr}");
+    assert!(
+        code != 0 && stderr.contains("cannot read config"),
+        "{stderr}"
+    );
     let (code, stderr) = run_to_exit(&["-l", "loud"]);
-    assert!(code != 0 && stderr.contains("unknown log level 'loud'"), "{stderr}");
+    assert!(
+        code != 0 && stderr.contains("unknown log level 'loud'"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn strict_mode_rejects_unknown_fields() {
-    let path = write_config("strict.yaml", "clusters:\n  - name: e\n    spec: {protocol: Echo, colour: blue}\n");
+    let path = write_config(
+        "strict.yaml",
+        "clusters:\n  - name: e\n    spec: {protocol: Echo, colour: blue}\n",
+    );
     let (code, stderr) = run_to_exit(&["-s", "-c", path.to_str().unwrap()]);
     assert!(code != 0 && stderr.contains("'colour'"), "{stderr}");
     let proxy = Proxy::start_with(&["-c", path.to_str().unwrap()]);
@@ -112,11 +140,24 @@ clusters:
     let agent = agent();
     let url = format!("http://127.0.0.1:{api}/api/v1/listeners/udp-listener");
     let mut resp = eventually("the controller listener", || agent.get(&url).call().ok());
-    let listener: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let listener: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(listener["rules"], "udp-listener-RuleList-0");
     let to = format!("127.0.0.1:{udp}").parse().unwrap();
-    assert_eq!(udp_roundtrip(&udp_client("127.0.0.1"), to, b"compatible"), b"compatible");
-    let mut metrics = agent.get(format!("http://127.0.0.1:{api}/metrics")).call().unwrap();
-    assert!(metrics.body_mut().read_to_string().unwrap().contains("l7mp_listener_sessions_total{listener=\"udp-listener\"} 1"));
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.1"), to, b"compatible"),
+        b"compatible"
+    );
+    let mut metrics = agent
+        .get(format!("http://127.0.0.1:{api}/metrics"))
+        .call()
+        .unwrap();
+    assert!(
+        metrics
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("l7mp_listener_sessions_total{listener=\"udp-listener\"} 1")
+    );
     let _ = std::fs::remove_file(path);
 }

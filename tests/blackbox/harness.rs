@@ -16,15 +16,27 @@ pub struct Proxy {
 }
 
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(WAIT)).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(WAIT))
+        .build()
+        .into()
 }
 
 /// Polls `f` until it returns `Some`, for at most [`WAIT`].
@@ -46,18 +58,46 @@ impl Proxy {
     }
 
     pub fn start_with(args: &[&str]) -> Proxy {
+        Self::spawn(args, false)
+    }
+
+    /// The proxy with its stdin and stdout piped to the test (see [`Proxy::stdio`]).
+    pub fn start_piped() -> Proxy {
+        Self::spawn(&[], true)
+    }
+
+    /// The proxy's stdin and stdout, when started with [`Proxy::start_piped`].
+    pub fn stdio(&mut self) -> (std::process::ChildStdin, std::process::ChildStdout) {
+        (
+            self.child.stdin.take().expect("piped stdin"),
+            self.child.stdout.take().expect("piped stdout"),
+        )
+    }
+
+    fn spawn(args: &[&str], piped: bool) -> Proxy {
         let port = free_tcp_port();
         let api = format!("127.0.0.1:{port}");
+        let pipe = || if piped { Stdio::piped() } else { Stdio::null() };
         let child = Command::new(env!("CARGO_BIN_EXE_l7mp"))
             .args(["--admin", &api, "-l", "warn"])
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(pipe())
+            .stdout(pipe())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("l7mp starts");
-        let proxy = Proxy { child, api: format!("http://{api}"), agent: agent() };
-        eventually("the API to answer", || proxy.agent.get(format!("{}/api/v1/admin", proxy.api)).call().ok());
+        let proxy = Proxy {
+            child,
+            api: format!("http://{api}"),
+            agent: agent(),
+        };
+        eventually("the API to answer", || {
+            proxy
+                .agent
+                .get(format!("{}/api/v1/admin", proxy.api))
+                .call()
+                .ok()
+        });
         proxy
     }
 
@@ -65,7 +105,10 @@ impl Proxy {
         let mut resp = resp.expect("the API answers");
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -84,11 +127,25 @@ impl Proxy {
         self.send_raw("PUT", path, "application/json", &body.to_string())
     }
 
-    pub fn send_raw(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+    pub fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.api);
         let resp = match method {
-            "POST" => self.agent.post(url).header("content-type", content_type).send(body),
-            "PUT" => self.agent.put(url).header("content-type", content_type).send(body),
+            "POST" => self
+                .agent
+                .post(url)
+                .header("content-type", content_type)
+                .send(body),
+            "PUT" => self
+                .agent
+                .put(url)
+                .header("content-type", content_type)
+                .send(body),
             other => panic!("no {other} here"),
         };
         Self::answer(resp)
@@ -108,7 +165,11 @@ impl Proxy {
     }
 
     pub fn metrics(&self) -> String {
-        let mut resp = self.agent.get(format!("{}/metrics", self.api)).call().expect("metrics");
+        let mut resp = self
+            .agent
+            .get(format!("{}/metrics", self.api))
+            .call()
+            .expect("metrics");
         resp.body_mut().read_to_string().unwrap()
     }
 }
@@ -181,7 +242,9 @@ pub fn serve_prefixed(l: TcpListener, prefix: &'static [u8]) {
 }
 
 pub fn tcp_connect(port: u16) -> TcpStream {
-    let s = eventually("the listener to accept", || TcpStream::connect(("127.0.0.1", port)).ok());
+    let s = eventually("the listener to accept", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
 }
@@ -200,6 +263,9 @@ pub fn tcp_closed(s: &mut TcpStream) -> bool {
     match s.read(&mut buf) {
         Ok(0) => true,
         Ok(_) => false,
-        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
     }
 }

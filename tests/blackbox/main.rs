@@ -8,4 +8,5 @@ mod cli;
 mod routing;
 mod sessions;
 mod stream;
+mod transforms;
 mod udp;

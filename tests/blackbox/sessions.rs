@@ -27,11 +27,16 @@ fn sessions_list_get_and_delete() {
     assert_eq!(session["status"], "CONNECTED");
     assert_eq!(session["source"]["listener"], "echo");
     assert_eq!(session["destination"]["status"], "READY");
-    assert!(session["ingress"].is_array() && session["egress"].is_array(), "{session}");
+    assert!(
+        session["ingress"].is_array() && session["egress"].is_array(),
+        "{session}"
+    );
     assert_eq!(session["metadata"]["TCP"]["dst_port"], port);
     assert_eq!(proxy.delete(&format!("/api/v1/sessions/{name}")).0, 200);
     assert!(tcp_closed(&mut client));
-    eventually("the session to go", || proxy.sessions().is_empty().then_some(()));
+    eventually("the session to go", || {
+        proxy.sessions().is_empty().then_some(())
+    });
     assert_eq!(proxy.get(&format!("/api/v1/sessions/{name}")).0, 404);
     assert_eq!(proxy.delete(&format!("/api/v1/sessions/{name}")).0, 404);
 }
@@ -45,10 +50,22 @@ fn track_keeps_ended_sessions_visible() {
     assert_eq!(tcp_exchange(&mut client, b"x", 1), b"x");
     drop(client);
     let ended = eventually("the session to end", || {
-        proxy.sessions().into_iter().find(|s| s["status"] == "DESTROYED")
+        proxy
+            .sessions()
+            .into_iter()
+            .find(|s| s["status"] == "DESTROYED")
     });
-    let events: Vec<_> = ended["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(events.first().map(String::as_str), Some("ROUTED"), "{events:?}");
+    let events: Vec<_> = ended["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("ROUTED"),
+        "{events:?}"
+    );
     assert_eq!(events.last().map(String::as_str), Some("END"), "{events:?}");
     assert_eq!(ended["source"]["stats"]["bytes_in"], 1);
 }
@@ -61,12 +78,23 @@ fn recursive_listener_delete_ends_its_sessions_and_inline_objects() {
     let mut client = tcp_connect(port);
     assert_eq!(tcp_exchange(&mut client, b"x", 1), b"x");
     assert_eq!(proxy.get("/api/v1/rulelists/doomed-RuleList-0").0, 200);
-    assert_eq!(proxy.delete("/api/v1/listeners/doomed?recursive=true").0, 200);
+    assert_eq!(
+        proxy.delete("/api/v1/listeners/doomed?recursive=true").0,
+        200
+    );
     assert!(tcp_closed(&mut client));
-    for path in ["listeners/doomed", "rulelists/doomed-RuleList-0", "rules/doomed-RuleList-0-Rule-0", "routes/doomed-RuleList-0-Rule-0-Route-0"] {
+    for path in [
+        "listeners/doomed",
+        "rulelists/doomed-RuleList-0",
+        "rules/doomed-RuleList-0-Rule-0",
+        "routes/doomed-RuleList-0-Rule-0-Route-0",
+    ] {
         assert_eq!(proxy.get(&format!("/api/v1/{path}")).0, 404, "{path}");
     }
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still listening"
+    );
 }
 
 #[test]

@@ -39,9 +39,14 @@ fn tcp_to_a_real_upstream_with_half_close() {
     // Half-close: our FIN reaches the upstream, which closes, and we see its FIN.
     client.shutdown(Shutdown::Write).unwrap();
     assert!(tcp_closed(&mut client));
-    eventually("the session to end", || proxy.sessions().is_empty().then_some(()));
+    eventually("the session to end", || {
+        proxy.sessions().is_empty().then_some(())
+    });
     let metrics = proxy.metrics();
-    assert!(metrics.contains("l7mp_cluster_sessions_total{cluster=\"upstream\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("l7mp_cluster_sessions_total{cluster=\"upstream\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -71,12 +76,17 @@ fn unix_stream_listener_and_cluster() {
             "rules": [{"action": {"route": {"destination": "back"}}}]}}),
     );
     let mut client = std::os::unix::net::UnixStream::connect(&front).unwrap();
-    client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     client.write_all(b"quiet please").unwrap();
     let mut got = [0u8; 12];
     client.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"QUIET PLEASE");
-    assert_eq!(proxy.sessions()[0]["metadata"]["UNIX"]["filename"], front.display().to_string());
+    assert_eq!(
+        proxy.sessions()[0]["metadata"]["UNIX"]["filename"],
+        front.display().to_string()
+    );
     // Deleting the listener removes its socket file.
     assert_eq!(proxy.delete("/api/v1/listeners/front").0, 200);
     eventually("the socket file to go", || (!front.exists()).then_some(()));
@@ -87,16 +97,39 @@ fn unix_stream_listener_and_cluster() {
 fn retry_on_refused_connect_reaches_an_upstream_that_appears_later() {
     let proxy = Proxy::start();
     // Reserve a port that refuses connections until we listen on it.
-    let reserved = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let reserved =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     reserved.set_reuse_address(true).unwrap();
-    reserved.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    reserved
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
     let upstream = reserved.local_addr().unwrap().as_socket().unwrap().port();
     let port = free_tcp_port();
-    tcp_route(&proxy, port, upstream, json!({"retry_on": "connect-failure", "num_retries": 6, "timeout": 1000}));
+    tcp_route(
+        &proxy,
+        port,
+        upstream,
+        json!({"retry_on": "connect-failure", "num_retries": 6, "timeout": 1000}),
+    );
     let mut client = tcp_connect(port);
     client.write_all(b"early").unwrap();
     eventually("a failed connect attempt", || {
-        proxy.sessions().iter().any(|s| s["events"].as_array().unwrap().iter().any(|e| e["event"] == "CONNECT_FAILED")).then_some(())
+        proxy
+            .sessions()
+            .iter()
+            .any(|s| {
+                s["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["event"] == "CONNECT_FAILED")
+            })
+            .then_some(())
     });
     reserved.listen(16).unwrap();
     let listener: TcpListener = reserved.into();
@@ -140,11 +173,21 @@ fn retry_on_disconnect_reconnects_the_upstream() {
     let proxy = Proxy::start();
     let upstream = one_shot_upstream();
     let port = free_tcp_port();
-    tcp_route(&proxy, port, upstream, json!({"retry_on": "disconnect", "num_retries": 3, "timeout": 1000}));
+    tcp_route(
+        &proxy,
+        port,
+        upstream,
+        json!({"retry_on": "disconnect", "num_retries": 3, "timeout": 1000}),
+    );
     let mut client = tcp_connect(port);
     assert_eq!(tcp_exchange(&mut client, b"a", 7), b"conn0:a");
     eventually("the reconnect", || {
-        proxy.sessions()[0]["events"].as_array().unwrap().iter().any(|e| e["event"] == "RECONNECTED").then_some(())
+        proxy.sessions()[0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "RECONNECTED")
+            .then_some(())
     });
     assert_eq!(tcp_exchange(&mut client, b"b", 7), b"conn1:b");
 }
@@ -178,7 +221,10 @@ fn recursive_endpoint_delete_moves_sessions_to_another_endpoint() {
     );
     let mut client = tcp_connect(port);
     assert_eq!(tcp_exchange(&mut client, b"x", 3), b"1:x");
-    assert_eq!(proxy.delete("/api/v1/endpoints/first?recursive=true").0, 200);
+    assert_eq!(
+        proxy.delete("/api/v1/endpoints/first?recursive=true").0,
+        200
+    );
     eventually("the stage to move", || {
         (proxy.sessions()[0]["destination"]["endpoint"] == "second").then_some(())
     });

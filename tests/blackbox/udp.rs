@@ -18,7 +18,12 @@ fn echo_listener(proxy: &Proxy, name: &str, spec: serde_json::Value, options: se
 fn udp_echo_keeps_datagram_boundaries() {
     let proxy = Proxy::start();
     let port = free_udp_port();
-    echo_listener(&proxy, "udp-echo", json!({"protocol": "UDP", "port": port}), json!({}));
+    echo_listener(
+        &proxy,
+        "udp-echo",
+        json!({"protocol": "UDP", "port": port}),
+        json!({}),
+    );
     let client = udp_client("127.0.0.1");
     let to = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(udp_roundtrip(&client, to, b"hello"), b"hello");
@@ -38,8 +43,14 @@ fn udp_echo_keeps_datagram_boundaries() {
     assert_eq!(sessions[0]["metadata"]["UDP"]["dst_port"], port);
     assert_eq!(sessions[0]["source"]["stats"]["packets_in"], 4);
     let metrics = proxy.metrics();
-    assert!(metrics.contains("l7mp_listener_sessions_total{listener=\"udp-echo\"} 1"), "{metrics}");
-    assert!(metrics.contains("l7mp_listener_packets_total{direction=\"in\",listener=\"udp-echo\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains("l7mp_listener_sessions_total{listener=\"udp-echo\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("l7mp_listener_packets_total{direction=\"in\",listener=\"udp-echo\"} 4"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -57,10 +68,15 @@ fn udp_server_mode_filters_peers() {
     let to = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(udp_roundtrip(&allowed, to, b"let me in"), b"let me in");
     let stranger = udp_client("127.0.0.1");
-    stranger.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     stranger.send_to(b"and me?", to).unwrap();
     let mut buf = [0u8; 64];
-    assert!(stranger.recv(&mut buf).is_err(), "a filtered peer got an answer");
+    assert!(
+        stranger.recv(&mut buf).is_err(),
+        "a filtered peer got an answer"
+    );
     assert_eq!(proxy.sessions().len(), 1);
 }
 
@@ -68,12 +84,19 @@ fn udp_server_mode_filters_peers() {
 fn udp_server_sessions_idle_out() {
     let proxy = Proxy::start();
     let port = free_udp_port();
-    echo_listener(&proxy, "idle", json!({"protocol": "UDP", "port": port}), json!({"idle_timeout": 0.3}));
+    echo_listener(
+        &proxy,
+        "idle",
+        json!({"protocol": "UDP", "port": port}),
+        json!({"idle_timeout": 0.3}),
+    );
     let client = udp_client("127.0.0.1");
     let to = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(udp_roundtrip(&client, to, b"ping"), b"ping");
     assert_eq!(proxy.sessions().len(), 1);
-    eventually("the idle session to end", || proxy.sessions().is_empty().then_some(()));
+    eventually("the idle session to end", || {
+        proxy.sessions().is_empty().then_some(())
+    });
     // The same peer starts a fresh session afterwards.
     assert_eq!(udp_roundtrip(&client, to, b"again"), b"again");
 }
@@ -94,7 +117,10 @@ fn udp_singleton_connects_to_its_peer() {
     assert_eq!(udp_roundtrip(&peer, to, b"solo"), b"solo");
     let sessions = proxy.sessions();
     assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0]["source"]["peer"], format!("127.0.0.1:{peer_port}"));
+    assert_eq!(
+        sessions[0]["source"]["peer"],
+        format!("127.0.0.1:{peer_port}")
+    );
 }
 
 #[test]
@@ -113,7 +139,9 @@ fn udp_over_ipv6_to_a_udp_cluster() {
                 "spec": {"protocol": "UDP", "port": upstream}, "endpoints": [{"spec": {"address": "127.0.0.1"}}]}}}}]}}),
     );
     let client = std::net::UdpSocket::bind("[::1]:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let to = format!("[::1]:{port}").parse().unwrap();
     assert_eq!(udp_roundtrip(&client, to, b"six"), b"up:six");
     assert_eq!(received.recv_timeout(WAIT).unwrap(), b"six");

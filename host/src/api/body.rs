@@ -34,8 +34,12 @@ impl From<ConfigError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        json_response(status, &json!({ "status": self.0.status, "message": self.0.message }))
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(
+            status,
+            &json!({ "status": self.0.status, "message": self.0.message }),
+        )
     }
 }
 
@@ -45,7 +49,10 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
     text.push(b'\n');
     let mut resp = (status, text).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -54,53 +61,79 @@ pub fn reply(query: &Query, body: &Value) -> ApiResult {
     match query.format.as_deref() {
         None | Some("json") => Ok(json_response(StatusCode::OK, body)),
         Some("yaml") => {
-            let text = serde_yaml::to_string(body).map_err(|e| ConfigError::new(500, e.to_string()))?;
+            let text =
+                serde_yaml::to_string(body).map_err(|e| ConfigError::new(500, e.to_string()))?;
             let mut resp = (StatusCode::OK, text).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
             Ok(resp)
         }
-        Some(other) => Err(ConfigError::malformed(format!("unknown format '{other}' (json or yaml)")).into()),
+        Some(other) => {
+            Err(ConfigError::malformed(format!("unknown format '{other}' (json or yaml)")).into())
+        }
     }
 }
 
 /// `{"status": 200, "message": "OK"}`.
 pub fn ok() -> ApiResult {
-    Ok(json_response(StatusCode::OK, &json!({ "status": 200, "message": "OK" })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "status": 200, "message": "OK" }),
+    ))
 }
 
 pub fn created(what: &str) -> ApiResult {
-    Ok(json_response(StatusCode::OK, &json!({ "status": 200, "message": "OK", "created": what })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "status": 200, "message": "OK", "created": what }),
+    ))
 }
 
 /// Parses a JSON or YAML body and unwraps `{<wrapper>: ...}` when present.
 pub fn parse(headers: &HeaderMap, body: &Bytes, wrapper: Option<&str>) -> Result<Value, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let text = std::str::from_utf8(body).map_err(|_| ConfigError::malformed("the body is not UTF-8 text"))?;
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ConfigError::malformed("the body is not UTF-8 text"))?;
     if text.trim().is_empty() {
         return Err(ConfigError::malformed("the body is empty").into());
     }
     let value = match content_type.as_deref() {
         None | Some("") => parse::document(text).map_err(ConfigError::malformed)?,
-        Some("application/json") | Some("text/json") => {
-            serde_json::from_str(text).map_err(|e| ConfigError::malformed(format!("invalid JSON: {e}")))?
-        }
+        Some("application/json") | Some("text/json") => serde_json::from_str(text)
+            .map_err(|e| ConfigError::malformed(format!("invalid JSON: {e}")))?,
         Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::malformed(format!("invalid YAML: {e}")))?
+            serde_yaml::from_str(text)
+                .map_err(|e| ConfigError::malformed(format!("invalid YAML: {e}")))?
         }
         Some(other) => {
             return Err(ConfigError::new(
                 415,
-                format!("unsupported content type '{other}': send application/json or application/yaml"),
+                format!(
+                    "unsupported content type '{other}': send application/json or application/yaml"
+                ),
             )
             .into());
         }
     };
     Ok(match (wrapper, value) {
-        (Some(key), Value::Object(mut obj)) if obj.len() == 1 && obj.contains_key(key) => obj.remove(key).unwrap_or_default(),
+        (Some(key), Value::Object(mut obj)) if obj.len() == 1 && obj.contains_key(key) => {
+            obj.remove(key).unwrap_or_default()
+        }
         (Some(key), v) if !v.is_object() => {
-            return Err(ConfigError::invalid(format!("the body must be an object: {{\"{key}\": {{...}}}}")).into());
+            return Err(ConfigError::invalid(format!(
+                "the body must be an object: {{\"{key}\": {{...}}}}"
+            ))
+            .into());
         }
         (_, v) => v,
     })

@@ -17,12 +17,16 @@ type Proxied = State<Arc<Proxy>>;
 type Q = QueryParams<Query>;
 
 fn kind(collection: &str) -> Result<Kind, ConfigError> {
-    Kind::from_collection(collection).ok_or_else(|| ConfigError::not_found(format!("no such collection: '{collection}'")))
+    Kind::from_collection(collection)
+        .ok_or_else(|| ConfigError::not_found(format!("no such collection: '{collection}'")))
 }
 
 pub async fn metrics() -> Response {
     let mut resp = crate::metrics::global().render().into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     resp
 }
 
@@ -48,12 +52,24 @@ pub async fn post_admin(State(proxy): Proxied, headers: HeaderMap, body: Bytes) 
     ok()
 }
 
-pub async fn list_objects(State(proxy): Proxied, Path(collection): Path<String>, QueryParams(q): Q) -> ApiResult {
+pub async fn list_objects(
+    State(proxy): Proxied,
+    Path(collection): Path<String>,
+    QueryParams(q): Q,
+) -> ApiResult {
     let kind = kind(&collection)?;
-    reply(&q, &render::collection(&proxy.snapshot(), kind, q.recursive()))
+    reply(
+        &q,
+        &render::collection(&proxy.snapshot(), kind, q.recursive()),
+    )
 }
 
-pub async fn post_object(State(proxy): Proxied, Path(collection): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult {
+pub async fn post_object(
+    State(proxy): Proxied,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let kind = kind(&collection)?;
     let value = body::parse(&headers, &body, Some(kind.singular()))?;
     let created_objects = proxy
@@ -74,10 +90,19 @@ pub async fn post_object(State(proxy): Proxied, Path(collection): Path<String>, 
             Ok(())
         })
         .await?;
-    created(&created_objects.first().map(|(_, n)| n.clone()).unwrap_or_default())
+    created(
+        &created_objects
+            .first()
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default(),
+    )
 }
 
-pub async fn get_object(State(proxy): Proxied, Path((collection, name)): Path<(String, String)>, QueryParams(q): Q) -> ApiResult {
+pub async fn get_object(
+    State(proxy): Proxied,
+    Path((collection, name)): Path<(String, String)>,
+    QueryParams(q): Q,
+) -> ApiResult {
     let kind = kind(&collection)?;
     let snap = proxy.snapshot();
     let mut object = render::object(&snap, kind, &name, q.recursive())
@@ -102,7 +127,11 @@ pub async fn put_object(
     ok()
 }
 
-pub async fn delete_object(State(proxy): Proxied, Path((collection, name)): Path<(String, String)>, QueryParams(q): Q) -> ApiResult {
+pub async fn delete_object(
+    State(proxy): Proxied,
+    Path((collection, name)): Path<(String, String)>,
+    QueryParams(q): Q,
+) -> ApiResult {
     let kind = kind(&collection)?;
     proxy.delete(kind, &name, q.recursive()).await?;
     ok()
@@ -113,13 +142,23 @@ pub async fn list_sessions(State(proxy): Proxied, QueryParams(q): Q) -> ApiResul
     reply(&q, &Value::Array(all))
 }
 
-pub async fn get_session(State(proxy): Proxied, Path(name): Path<String>, QueryParams(q): Q) -> ApiResult {
-    let session = proxy.sessions.get(&name).ok_or_else(|| ConfigError::not_found(format!("session '{name}' not found")))?;
+pub async fn get_session(
+    State(proxy): Proxied,
+    Path(name): Path<String>,
+    QueryParams(q): Q,
+) -> ApiResult {
+    let session = proxy
+        .sessions
+        .get(&name)
+        .ok_or_else(|| ConfigError::not_found(format!("session '{name}' not found")))?;
     reply(&q, &session.to_json())
 }
 
 pub async fn delete_session(State(proxy): Proxied, Path(name): Path<String>) -> ApiResult {
-    let session = proxy.sessions.get(&name).ok_or_else(|| ConfigError::not_found(format!("session '{name}' not found")))?;
+    let session = proxy
+        .sessions
+        .get(&name)
+        .ok_or_else(|| ConfigError::not_found(format!("session '{name}' not found")))?;
     if session.state().ended.is_some() {
         proxy.sessions.remove(&name);
     } else {
@@ -128,46 +167,84 @@ pub async fn delete_session(State(proxy): Proxied, Path(name): Path<String>) -> 
     ok()
 }
 
-pub async fn list_endpoints(State(proxy): Proxied, Path(cluster): Path<String>, QueryParams(q): Q) -> ApiResult {
+pub async fn list_endpoints(
+    State(proxy): Proxied,
+    Path(cluster): Path<String>,
+    QueryParams(q): Q,
+) -> ApiResult {
     let snap = proxy.snapshot();
-    let c = snap.clusters.get(&cluster).ok_or_else(|| ConfigError::not_found(format!("cluster '{cluster}' not found")))?;
-    reply(&q, &Value::Array(c.endpoints.iter().map(|e| render::endpoint(e)).collect()))
+    let c = snap
+        .clusters
+        .get(&cluster)
+        .ok_or_else(|| ConfigError::not_found(format!("cluster '{cluster}' not found")))?;
+    reply(
+        &q,
+        &Value::Array(c.endpoints.iter().map(|e| render::endpoint(e)).collect()),
+    )
 }
 
-pub async fn post_endpoint(State(proxy): Proxied, Path(cluster): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult {
+pub async fn post_endpoint(
+    State(proxy): Proxied,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let value = body::parse(&headers, &body, Some("endpoint"))?;
-    let names = proxy.add(|b| b.add_endpoint(&cluster, &value).map(drop)).await?;
+    let names = proxy
+        .add(|b| b.add_endpoint(&cluster, &value).map(drop))
+        .await?;
     created(&names.first().map(|(_, n)| n.clone()).unwrap_or_default())
 }
 
 /// A rule's index in a rulelist: a number, or the rule's name.
 fn position(rl: &RuleList, position: &str, inserting: bool) -> Result<usize, ConfigError> {
-    let limit = if inserting { rl.rules.len() } else { rl.rules.len().saturating_sub(1) };
+    let limit = if inserting {
+        rl.rules.len()
+    } else {
+        rl.rules.len().saturating_sub(1)
+    };
     match position.parse::<usize>() {
         Ok(i) if i <= limit && (inserting || !rl.rules.is_empty()) => Ok(i),
-        Ok(i) => Err(ConfigError::not_found(format!("rulelist '{}' has no position {i}", rl.name))),
-        Err(_) => rl
-            .rules
-            .iter()
-            .position(|r| r == position)
-            .ok_or_else(|| ConfigError::not_found(format!("rulelist '{}' has no rule '{position}'", rl.name))),
+        Ok(i) => Err(ConfigError::not_found(format!(
+            "rulelist '{}' has no position {i}",
+            rl.name
+        ))),
+        Err(_) => rl.rules.iter().position(|r| r == position).ok_or_else(|| {
+            ConfigError::not_found(format!("rulelist '{}' has no rule '{position}'", rl.name))
+        }),
     }
 }
 
 fn rulelist(proxy: &Proxy, name: &str) -> Result<Arc<RuleList>, ConfigError> {
-    proxy.snapshot().rulelists.get(name).cloned().ok_or_else(|| ConfigError::not_found(format!("rulelist '{name}' not found")))
+    proxy
+        .snapshot()
+        .rulelists
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ConfigError::not_found(format!("rulelist '{name}' not found")))
 }
 
-pub async fn get_rule_at(State(proxy): Proxied, Path((name, pos)): Path<(String, String)>, QueryParams(q): Q) -> ApiResult {
+pub async fn get_rule_at(
+    State(proxy): Proxied,
+    Path((name, pos)): Path<(String, String)>,
+    QueryParams(q): Q,
+) -> ApiResult {
     let rl = rulelist(&proxy, &name)?;
     let rule_name = &rl.rules[position(&rl, &pos, false)?];
     let snap = proxy.snapshot();
-    let rule = snap.rules.get(rule_name).ok_or_else(|| ConfigError::not_found(format!("rule '{rule_name}' not found")))?;
+    let rule = snap
+        .rules
+        .get(rule_name)
+        .ok_or_else(|| ConfigError::not_found(format!("rule '{rule_name}' not found")))?;
     reply(&q, &render::rule(&snap, rule, q.recursive()))
 }
 
 fn with_rules(rl: &RuleList, rules: Vec<String>) -> Arc<RuleList> {
-    Arc::new(RuleList { name: rl.name.clone(), rules, autogenerated: rl.autogenerated })
+    Arc::new(RuleList {
+        name: rl.name.clone(),
+        rules,
+        autogenerated: rl.autogenerated,
+    })
 }
 
 pub async fn post_rule_at(
@@ -179,19 +256,33 @@ pub async fn post_rule_at(
     let value = body::parse(&headers, &body, Some("rule"))?;
     let created_objects = proxy
         .add(|b: &mut Builder| {
-            let rl = b.snap.rulelists.get(&name).cloned().ok_or_else(|| ConfigError::not_found(format!("rulelist '{name}' not found")))?;
+            let rl =
+                b.snap.rulelists.get(&name).cloned().ok_or_else(|| {
+                    ConfigError::not_found(format!("rulelist '{name}' not found"))
+                })?;
             let at = position(&rl, &pos, true)?;
             let rule = b.rule_ref(&value, format!("{name}-Rule-{}", rl.rules.len()))?;
             let mut rules = rl.rules.clone();
             rules.insert(at, rule);
-            b.snap.rulelists.insert(name.clone(), with_rules(&rl, rules));
+            b.snap
+                .rulelists
+                .insert(name.clone(), with_rules(&rl, rules));
             Ok(())
         })
         .await?;
-    created(&created_objects.first().map(|(_, n)| n.clone()).unwrap_or_default())
+    created(
+        &created_objects
+            .first()
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default(),
+    )
 }
 
-pub async fn delete_rule_at(State(proxy): Proxied, Path((name, pos)): Path<(String, String)>, QueryParams(q): Q) -> ApiResult {
+pub async fn delete_rule_at(
+    State(proxy): Proxied,
+    Path((name, pos)): Path<(String, String)>,
+    QueryParams(q): Q,
+) -> ApiResult {
     let rl = rulelist(&proxy, &name)?;
     let at = position(&rl, &pos, false)?;
     let rule = rl.rules[at].clone();
@@ -199,11 +290,19 @@ pub async fn delete_rule_at(State(proxy): Proxied, Path((name, pos)): Path<(Stri
         .add(|b: &mut Builder| {
             let mut rules = rl.rules.clone();
             rules.remove(at);
-            b.snap.rulelists.insert(name.clone(), with_rules(&rl, rules));
+            b.snap
+                .rulelists
+                .insert(name.clone(), with_rules(&rl, rules));
             Ok(())
         })
         .await?;
-    if q.recursive() && proxy.snapshot().rules.get(&rule).is_some_and(|r| r.autogenerated) {
+    if q.recursive()
+        && proxy
+            .snapshot()
+            .rules
+            .get(&rule)
+            .is_some_and(|r| r.autogenerated)
+    {
         proxy.delete(Kind::Rule, &rule, true).await?;
     }
     ok()

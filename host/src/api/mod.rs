@@ -22,21 +22,39 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/api/v1/config", get(get_config).post(post_config))
         .route("/api/v1/admin", get(get_admin).post(post_admin))
         .route("/api/v1/sessions", get(list_sessions))
-        .route("/api/v1/sessions/{name}", get(get_session).delete(delete_session))
-        .route("/api/v1/clusters/{name}/endpoints", get(list_endpoints).post(post_endpoint))
-        .route("/api/v1/rulelists/{name}/rules/{position}", get(get_rule_at).post(post_rule_at).delete(delete_rule_at))
+        .route(
+            "/api/v1/sessions/{name}",
+            get(get_session).delete(delete_session),
+        )
+        .route(
+            "/api/v1/clusters/{name}/endpoints",
+            get(list_endpoints).post(post_endpoint),
+        )
+        .route(
+            "/api/v1/rulelists/{name}/rules/{position}",
+            get(get_rule_at).post(post_rule_at).delete(delete_rule_at),
+        )
         .route("/api/v1/{kind}", get(list_objects).post(post_object))
-        .route("/api/v1/{kind}/{name}", get(get_object).put(put_object).delete(delete_object))
+        .route(
+            "/api/v1/{kind}/{name}",
+            get(get_object).put(put_object).delete(delete_object),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(proxy)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError(crate::model::ConfigError::not_found(format!("no such path: {}", uri.path())))
+    ApiError(crate::model::ConfigError::not_found(format!(
+        "no such path: {}",
+        uri.path()
+    )))
 }
 
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
     json_response(
         StatusCode::METHOD_NOT_ALLOWED,
         &serde_json::json!({ "status": 405, "message": format!("{method} is not allowed on {}", uri.path()) }),

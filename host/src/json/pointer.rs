@@ -36,7 +36,9 @@ pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
         return Ok(());
     }
     let tokens: Vec<String> = path[1..].split('/').map(unescape).collect();
-    let (last, parents) = tokens.split_last().expect("a non-empty pointer has a token");
+    let (last, parents) = tokens
+        .split_last()
+        .expect("a non-empty pointer has a token");
     let mut cur = doc;
     for token in parents {
         cur = child_mut(cur, token, &path)?;
@@ -58,7 +60,10 @@ pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
             if !other.is_object() {
                 *other = Value::Object(Map::new());
             }
-            other.as_object_mut().expect("just made an object").insert(last.clone(), value);
+            other
+                .as_object_mut()
+                .expect("just made an object")
+                .insert(last.clone(), value);
         }
     }
     Ok(())
@@ -85,7 +90,9 @@ fn child_mut<'a>(cur: &'a mut Value, token: &str, path: &str) -> Result<&'a mut 
 fn array_index(token: &str, len: usize, path: &str) -> Result<usize, String> {
     match token.parse::<usize>() {
         Ok(i) if i <= len => Ok(i),
-        _ => Err(format!("JSON pointer {path}: '{token}' is not an index into an array of {len}")),
+        _ => Err(format!(
+            "JSON pointer {path}: '{token}' is not an index into an array of {len}"
+        )),
     }
 }
 
@@ -109,7 +116,10 @@ mod tests {
         let mut doc = json!({});
         set(&mut doc, "labels/session_id", json!(1)).unwrap();
         set(&mut doc, "/HTTP/headers", json!({"a": "b"})).unwrap();
-        assert_eq!(doc, json!({"labels": {"session_id": 1}, "HTTP": {"headers": {"a": "b"}}}));
+        assert_eq!(
+            doc,
+            json!({"labels": {"session_id": 1}, "HTTP": {"headers": {"a": "b"}}})
+        );
     }
 
     #[test]

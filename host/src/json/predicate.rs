@@ -17,17 +17,53 @@ use super::pointer;
 pub enum Predicate {
     /// Matches every session: no `match`, or a string `match` (l7mp's wildcard).
     Any,
-    Test { path: String, value: Value, ignore_case: bool },
-    Contains { path: String, value: Value, ignore_case: bool },
-    Starts { path: String, value: String, ignore_case: bool },
-    Ends { path: String, value: String, ignore_case: bool },
-    Matches { path: String, regex: Regex },
-    In { path: String, values: Vec<Value>, ignore_case: bool },
-    Less { path: String, value: f64 },
-    More { path: String, value: f64 },
-    Type { path: String, kind: JsonType },
-    Defined { path: String },
-    Undefined { path: String },
+    Test {
+        path: String,
+        value: Value,
+        ignore_case: bool,
+    },
+    Contains {
+        path: String,
+        value: Value,
+        ignore_case: bool,
+    },
+    Starts {
+        path: String,
+        value: String,
+        ignore_case: bool,
+    },
+    Ends {
+        path: String,
+        value: String,
+        ignore_case: bool,
+    },
+    Matches {
+        path: String,
+        regex: Regex,
+    },
+    In {
+        path: String,
+        values: Vec<Value>,
+        ignore_case: bool,
+    },
+    Less {
+        path: String,
+        value: f64,
+    },
+    More {
+        path: String,
+        value: f64,
+    },
+    Type {
+        path: String,
+        kind: JsonType,
+    },
+    Defined {
+        path: String,
+    },
+    Undefined {
+        path: String,
+    },
     And(Vec<Predicate>),
     Or(Vec<Predicate>),
     /// True when not all of the nested predicates hold.
@@ -68,34 +104,57 @@ impl Predicate {
         match spec {
             Value::Null | Value::String(_) => Ok(Predicate::Any),
             Value::Object(_) => compile_op(spec, ""),
-            other => err(format!("a match must be a JSONPredicate object, not {other}")),
+            other => err(format!(
+                "a match must be a JSONPredicate object, not {other}"
+            )),
         }
     }
 
     pub fn eval(&self, doc: &Value) -> bool {
         match self {
             Predicate::Any => true,
-            Predicate::Test { path, value, ignore_case } => {
-                pointer::get(doc, path).is_some_and(|v| json_eq(v, value, *ignore_case))
-            }
-            Predicate::Contains { path, value, ignore_case } => match pointer::get(doc, path) {
-                Some(Value::String(s)) => value
-                    .as_str()
-                    .is_some_and(|needle| fold(s, *ignore_case).contains(&*fold(needle, *ignore_case))),
+            Predicate::Test {
+                path,
+                value,
+                ignore_case,
+            } => pointer::get(doc, path).is_some_and(|v| json_eq(v, value, *ignore_case)),
+            Predicate::Contains {
+                path,
+                value,
+                ignore_case,
+            } => match pointer::get(doc, path) {
+                Some(Value::String(s)) => value.as_str().is_some_and(|needle| {
+                    fold(s, *ignore_case).contains(&*fold(needle, *ignore_case))
+                }),
                 Some(Value::Array(items)) => items.iter().any(|i| json_eq(i, value, *ignore_case)),
                 _ => false,
             },
-            Predicate::Starts { path, value, ignore_case } => string_at(doc, path)
+            Predicate::Starts {
+                path,
+                value,
+                ignore_case,
+            } => string_at(doc, path)
                 .is_some_and(|s| fold(s, *ignore_case).starts_with(&*fold(value, *ignore_case))),
-            Predicate::Ends { path, value, ignore_case } => string_at(doc, path)
+            Predicate::Ends {
+                path,
+                value,
+                ignore_case,
+            } => string_at(doc, path)
                 .is_some_and(|s| fold(s, *ignore_case).ends_with(&*fold(value, *ignore_case))),
             Predicate::Matches { path, regex } => match pointer::get(doc, path) {
                 Some(Value::String(s)) => regex.is_match(s),
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => regex.is_match(&v.to_string()),
                 _ => false,
             },
-            Predicate::In { path, values, ignore_case } => pointer::get(doc, path)
-                .is_some_and(|v| values.iter().any(|candidate| json_eq(v, candidate, *ignore_case))),
+            Predicate::In {
+                path,
+                values,
+                ignore_case,
+            } => pointer::get(doc, path).is_some_and(|v| {
+                values
+                    .iter()
+                    .any(|candidate| json_eq(v, candidate, *ignore_case))
+            }),
             Predicate::Less { path, value } => number_at(doc, path).is_some_and(|n| n < *value),
             Predicate::More { path, value } => number_at(doc, path).is_some_and(|n| n > *value),
             Predicate::Type { path, kind } => type_matches(pointer::get(doc, path), *kind),
@@ -109,7 +168,9 @@ impl Predicate {
 }
 
 fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
-    let obj = spec.as_object().ok_or_else(|| PredicateError(format!("expected an operation object, got {spec}")))?;
+    let obj = spec
+        .as_object()
+        .ok_or_else(|| PredicateError(format!("expected an operation object, got {spec}")))?;
     let op = obj
         .get("op")
         .and_then(Value::as_str)
@@ -123,7 +184,11 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
     let ignore_case = match obj.get("ignore_case") {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(other) => return err(format!("op '{op}': ignore_case must be a boolean, not {other}")),
+        Some(other) => {
+            return err(format!(
+                "op '{op}': ignore_case must be a boolean, not {other}"
+            ));
+        }
     };
     let value = || {
         obj.get("value")
@@ -148,10 +213,26 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
         }
     };
     Ok(match op {
-        "test" => Predicate::Test { path, value: value()?, ignore_case },
-        "contains" => Predicate::Contains { path, value: value()?, ignore_case },
-        "starts" => Predicate::Starts { path, value: string_value()?, ignore_case },
-        "ends" => Predicate::Ends { path, value: string_value()?, ignore_case },
+        "test" => Predicate::Test {
+            path,
+            value: value()?,
+            ignore_case,
+        },
+        "contains" => Predicate::Contains {
+            path,
+            value: value()?,
+            ignore_case,
+        },
+        "starts" => Predicate::Starts {
+            path,
+            value: string_value()?,
+            ignore_case,
+        },
+        "ends" => Predicate::Ends {
+            path,
+            value: string_value()?,
+            ignore_case,
+        },
         "matches" => {
             let source = string_value()?;
             let regex = RegexBuilder::new(&source)
@@ -161,12 +242,25 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
             Predicate::Matches { path, regex }
         }
         "in" => match value()? {
-            Value::Array(values) => Predicate::In { path, values, ignore_case },
+            Value::Array(values) => Predicate::In {
+                path,
+                values,
+                ignore_case,
+            },
             other => return err(format!("op 'in' needs an array value, not {other}")),
         },
-        "less" => Predicate::Less { path, value: number_value()? },
-        "more" => Predicate::More { path, value: number_value()? },
-        "type" => Predicate::Type { path, kind: parse_type(&string_value()?)? },
+        "less" => Predicate::Less {
+            path,
+            value: number_value()?,
+        },
+        "more" => Predicate::More {
+            path,
+            value: number_value()?,
+        },
+        "type" => Predicate::Type {
+            path,
+            kind: parse_type(&string_value()?)?,
+        },
         "defined" => Predicate::Defined { path },
         "undefined" => Predicate::Undefined { path },
         "and" => Predicate::And(nested()?),
@@ -208,7 +302,11 @@ fn type_matches(value: Option<&Value>, kind: JsonType) -> bool {
 }
 
 fn fold(s: &str, ignore_case: bool) -> std::borrow::Cow<'_, str> {
-    if ignore_case { s.to_lowercase().into() } else { s.into() }
+    if ignore_case {
+        s.to_lowercase().into()
+    } else {
+        s.into()
+    }
 }
 
 fn string_at<'a>(doc: &'a Value, path: &str) -> Option<&'a str> {
@@ -228,7 +326,11 @@ fn number_at(doc: &Value, path: &str) -> Option<f64> {
 fn json_eq(a: &Value, b: &Value, ignore_case: bool) -> bool {
     match (a, b) {
         (Value::String(x), Value::String(y)) => {
-            if ignore_case { x.to_lowercase() == y.to_lowercase() } else { x == y }
+            if ignore_case {
+                x.to_lowercase() == y.to_lowercase()
+            } else {
+                x == y
+            }
         }
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Array(x), Value::Array(y)) => {
@@ -236,7 +338,8 @@ fn json_eq(a: &Value, b: &Value, ignore_case: bool) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w, ignore_case)))
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w, ignore_case)))
         }
         _ => a == b,
     }
@@ -257,52 +360,174 @@ mod tests {
     }
 
     fn eval(spec: Value) -> bool {
-        Predicate::compile(&spec).unwrap_or_else(|e| panic!("{spec}: {e}")).eval(&doc())
+        Predicate::compile(&spec)
+            .unwrap_or_else(|e| panic!("{spec}: {e}"))
+            .eval(&doc())
     }
 
     #[test]
     fn operator_matrix() {
         let cases: &[(Value, bool)] = &[
-            (json!({"op": "test", "path": "/IP/src_addr", "value": "10.0.0.1"}), true),
-            (json!({"op": "test", "path": "IP/src_addr", "value": "10.0.0.9"}), false),
-            (json!({"op": "test", "path": "/UDP/src_port", "value": 9000.0}), true),
-            (json!({"op": "test", "path": "/HTTP/headers/x-id", "value": "abc-42"}), false),
-            (json!({"op": "test", "path": "/HTTP/headers/x-id", "value": "abc-42", "ignore_case": true}), true),
-            (json!({"op": "test", "path": "/missing", "value": null}), false),
-            (json!({"op": "contains", "path": "/HTTP/url/path", "value": "min/u"}), true),
-            (json!({"op": "contains", "path": "/HTTP/url/path", "value": "ADMIN"}), false),
-            (json!({"op": "contains", "path": "/HTTP/url/path", "value": "ADMIN", "ignore_case": true}), true),
-            (json!({"op": "contains", "path": "/labels/tags", "value": "b", "ignore_case": true}), true),
-            (json!({"op": "contains", "path": "/labels/tags", "value": "c"}), false),
-            (json!({"op": "starts", "path": "/HTTP/url/path", "value": "/Admin"}), true),
-            (json!({"op": "starts", "path": "/HTTP/url/path", "value": "/admin"}), false),
-            (json!({"op": "starts", "path": "/HTTP/url/path", "value": "/admin", "ignore_case": true}), true),
-            (json!({"op": "starts", "path": "/UDP/src_port", "value": "9"}), false),
-            (json!({"op": "ends", "path": "/HTTP/url/path", "value": "users"}), true),
-            (json!({"op": "ends", "path": "/HTTP/url/path", "value": "USERS", "ignore_case": true}), true),
-            (json!({"op": "ends", "path": "/HTTP/url/path", "value": "user"}), false),
-            (json!({"op": "matches", "path": "/HTTP/headers/x-id", "value": "^[A-Z][a-z]+-\\d+$"}), true),
-            (json!({"op": "matches", "path": "/HTTP/headers/x-id", "value": "^abc"}), false),
-            (json!({"op": "matches", "path": "/HTTP/headers/x-id", "value": "^abc", "ignore_case": true}), true),
-            (json!({"op": "matches", "path": "/UDP/src_port", "value": "^90"}), true),
-            (json!({"op": "in", "path": "/IP/src_addr", "value": ["10.0.0.1", "10.0.0.3"]}), true),
-            (json!({"op": "in", "path": "/IP/src_addr", "value": ["10.0.0.3"]}), false),
-            (json!({"op": "in", "path": "/HTTP/headers/x-id", "value": ["ABC-42"], "ignore_case": true}), true),
-            (json!({"op": "less", "path": "/UDP/src_port", "value": 9001}), true),
-            (json!({"op": "less", "path": "/UDP/src_port", "value": 9000}), false),
-            (json!({"op": "more", "path": "/UDP/src_port", "value": 8999}), true),
-            (json!({"op": "more", "path": "/labels/ratio", "value": 0.5}), false),
-            (json!({"op": "more", "path": "/IP/src_addr", "value": 1}), false),
-            (json!({"op": "type", "path": "/UDP/src_port", "value": "integer"}), true),
-            (json!({"op": "type", "path": "/labels/ratio", "value": "integer"}), false),
-            (json!({"op": "type", "path": "/labels/ratio", "value": "number"}), true),
-            (json!({"op": "type", "path": "/labels/flag", "value": "boolean"}), true),
-            (json!({"op": "type", "path": "/labels/none", "value": "null"}), true),
-            (json!({"op": "type", "path": "/labels/obj", "value": "object"}), true),
-            (json!({"op": "type", "path": "/labels/tags", "value": "array"}), true),
-            (json!({"op": "type", "path": "/IP/src_addr", "value": "string"}), true),
-            (json!({"op": "type", "path": "/nope", "value": "undefined"}), true),
-            (json!({"op": "type", "path": "/IP", "value": "undefined"}), false),
+            (
+                json!({"op": "test", "path": "/IP/src_addr", "value": "10.0.0.1"}),
+                true,
+            ),
+            (
+                json!({"op": "test", "path": "IP/src_addr", "value": "10.0.0.9"}),
+                false,
+            ),
+            (
+                json!({"op": "test", "path": "/UDP/src_port", "value": 9000.0}),
+                true,
+            ),
+            (
+                json!({"op": "test", "path": "/HTTP/headers/x-id", "value": "abc-42"}),
+                false,
+            ),
+            (
+                json!({"op": "test", "path": "/HTTP/headers/x-id", "value": "abc-42", "ignore_case": true}),
+                true,
+            ),
+            (
+                json!({"op": "test", "path": "/missing", "value": null}),
+                false,
+            ),
+            (
+                json!({"op": "contains", "path": "/HTTP/url/path", "value": "min/u"}),
+                true,
+            ),
+            (
+                json!({"op": "contains", "path": "/HTTP/url/path", "value": "ADMIN"}),
+                false,
+            ),
+            (
+                json!({"op": "contains", "path": "/HTTP/url/path", "value": "ADMIN", "ignore_case": true}),
+                true,
+            ),
+            (
+                json!({"op": "contains", "path": "/labels/tags", "value": "b", "ignore_case": true}),
+                true,
+            ),
+            (
+                json!({"op": "contains", "path": "/labels/tags", "value": "c"}),
+                false,
+            ),
+            (
+                json!({"op": "starts", "path": "/HTTP/url/path", "value": "/Admin"}),
+                true,
+            ),
+            (
+                json!({"op": "starts", "path": "/HTTP/url/path", "value": "/admin"}),
+                false,
+            ),
+            (
+                json!({"op": "starts", "path": "/HTTP/url/path", "value": "/admin", "ignore_case": true}),
+                true,
+            ),
+            (
+                json!({"op": "starts", "path": "/UDP/src_port", "value": "9"}),
+                false,
+            ),
+            (
+                json!({"op": "ends", "path": "/HTTP/url/path", "value": "users"}),
+                true,
+            ),
+            (
+                json!({"op": "ends", "path": "/HTTP/url/path", "value": "USERS", "ignore_case": true}),
+                true,
+            ),
+            (
+                json!({"op": "ends", "path": "/HTTP/url/path", "value": "user"}),
+                false,
+            ),
+            (
+                json!({"op": "matches", "path": "/HTTP/headers/x-id", "value": "^[A-Z][a-z]+-\\d+$"}),
+                true,
+            ),
+            (
+                json!({"op": "matches", "path": "/HTTP/headers/x-id", "value": "^abc"}),
+                false,
+            ),
+            (
+                json!({"op": "matches", "path": "/HTTP/headers/x-id", "value": "^abc", "ignore_case": true}),
+                true,
+            ),
+            (
+                json!({"op": "matches", "path": "/UDP/src_port", "value": "^90"}),
+                true,
+            ),
+            (
+                json!({"op": "in", "path": "/IP/src_addr", "value": ["10.0.0.1", "10.0.0.3"]}),
+                true,
+            ),
+            (
+                json!({"op": "in", "path": "/IP/src_addr", "value": ["10.0.0.3"]}),
+                false,
+            ),
+            (
+                json!({"op": "in", "path": "/HTTP/headers/x-id", "value": ["ABC-42"], "ignore_case": true}),
+                true,
+            ),
+            (
+                json!({"op": "less", "path": "/UDP/src_port", "value": 9001}),
+                true,
+            ),
+            (
+                json!({"op": "less", "path": "/UDP/src_port", "value": 9000}),
+                false,
+            ),
+            (
+                json!({"op": "more", "path": "/UDP/src_port", "value": 8999}),
+                true,
+            ),
+            (
+                json!({"op": "more", "path": "/labels/ratio", "value": 0.5}),
+                false,
+            ),
+            (
+                json!({"op": "more", "path": "/IP/src_addr", "value": 1}),
+                false,
+            ),
+            (
+                json!({"op": "type", "path": "/UDP/src_port", "value": "integer"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/labels/ratio", "value": "integer"}),
+                false,
+            ),
+            (
+                json!({"op": "type", "path": "/labels/ratio", "value": "number"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/labels/flag", "value": "boolean"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/labels/none", "value": "null"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/labels/obj", "value": "object"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/labels/tags", "value": "array"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/IP/src_addr", "value": "string"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/nope", "value": "undefined"}),
+                true,
+            ),
+            (
+                json!({"op": "type", "path": "/IP", "value": "undefined"}),
+                false,
+            ),
             (json!({"op": "defined", "path": "/labels/none"}), true),
             (json!({"op": "defined", "path": "/labels/nothing"}), false),
             (json!({"op": "undefined", "path": "/labels/nothing"}), true),
@@ -341,20 +566,35 @@ mod tests {
 
     #[test]
     fn wildcards() {
-        assert!(matches!(Predicate::compile(&json!(null)), Ok(Predicate::Any)));
-        assert!(matches!(Predicate::compile(&json!("*")), Ok(Predicate::Any)));
+        assert!(matches!(
+            Predicate::compile(&json!(null)),
+            Ok(Predicate::Any)
+        ));
+        assert!(matches!(
+            Predicate::compile(&json!("*")),
+            Ok(Predicate::Any)
+        ));
     }
 
     #[test]
     fn bad_predicates_are_named() {
         for (spec, needle) in [
-            (json!({"op": "frobnicate", "path": "/a"}), "unknown JSONPredicate operation 'frobnicate'"),
+            (
+                json!({"op": "frobnicate", "path": "/a"}),
+                "unknown JSONPredicate operation 'frobnicate'",
+            ),
             (json!({"op": "test", "path": "/a"}), "needs a 'value'"),
-            (json!({"op": "matches", "path": "/a", "value": "("}), "bad regex"),
+            (
+                json!({"op": "matches", "path": "/a", "value": "("}),
+                "bad regex",
+            ),
             (json!({"op": "in", "path": "/a", "value": 1}), "array value"),
             (json!({"op": "less", "path": "/a", "value": "x"}), "numeric"),
             (json!({"op": "and", "apply": []}), "non-empty 'apply'"),
-            (json!({"op": "type", "path": "/a", "value": "date"}), "unknown type"),
+            (
+                json!({"op": "type", "path": "/a", "value": "date"}),
+                "unknown type",
+            ),
             (json!({"path": "/a"}), "no string 'op'"),
             (json!(42), "must be a JSONPredicate object"),
         ] {

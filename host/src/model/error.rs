@@ -11,7 +11,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ConfigError { status, message: message.into() }
+        ConfigError {
+            status,
+            message: message.into(),
+        }
     }
     /// 400: the body is not JSON or YAML at all.
     pub fn malformed(message: impl Into<String>) -> Self {

@@ -114,7 +114,10 @@ fn default_policy() -> String {
 
 impl Default for LoadBalancerSpec {
     fn default() -> Self {
-        LoadBalancerSpec { policy: default_policy(), key: None }
+        LoadBalancerSpec {
+            policy: default_policy(),
+            key: None,
+        }
     }
 }
 
@@ -193,7 +196,11 @@ fn default_timeout() -> u64 {
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { retry_on: RetryOn::Never, num_retries: 1, timeout: 2000 }
+        Retry {
+            retry_on: RetryOn::Never,
+            num_retries: 1,
+            timeout: 2000,
+        }
     }
 }
 
@@ -297,7 +304,11 @@ impl Snapshot {
             Kind::Cluster => {
                 if let Some(cluster) = self.clusters.remove(name) {
                     for ep in &cluster.endpoints {
-                        if self.endpoints.get(&ep.name).is_some_and(|e| e.cluster == cluster.name) {
+                        if self
+                            .endpoints
+                            .get(&ep.name)
+                            .is_some_and(|e| e.cluster == cluster.name)
+                        {
                             self.endpoints.remove(&ep.name);
                         }
                     }
@@ -307,8 +318,16 @@ impl Snapshot {
                 if let Some(ep) = self.endpoints.remove(name)
                     && let Some(cluster) = self.clusters.get(&ep.cluster).cloned()
                 {
-                    let endpoints = cluster.endpoints.iter().filter(|e| e.name != name).cloned().collect();
-                    self.clusters.insert(cluster.name.clone(), Arc::new(cluster.with_endpoints(endpoints)));
+                    let endpoints = cluster
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.name != name)
+                        .cloned()
+                        .collect();
+                    self.clusters.insert(
+                        cluster.name.clone(),
+                        Arc::new(cluster.with_endpoints(endpoints)),
+                    );
                 }
             }
             Kind::RuleList => {

@@ -10,7 +10,8 @@ use super::error::{ConfigError, Result};
 pub fn typed<T: DeserializeOwned>(value: &Value, what: &str, strict: bool) -> Result<T> {
     let mut unknown = Vec::new();
     let parsed: T = {
-        let mut track = |path: serde_ignored::Path| unknown.push(path.to_string().replace(".?", ""));
+        let mut track =
+            |path: serde_ignored::Path| unknown.push(path.to_string().replace(".?", ""));
         let de = serde_ignored::Deserializer::new(value, &mut track);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -26,7 +27,11 @@ pub fn typed<T: DeserializeOwned>(value: &Value, what: &str, strict: bool) -> Re
         return Err(ConfigError::invalid(format!(
             "{what}: unknown field{} {} (strict mode)",
             if unknown.len() > 1 { "s" } else { "" },
-            unknown.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", ")
+            unknown
+                .iter()
+                .map(|u| format!("'{u}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(parsed)
@@ -67,7 +72,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = typed::<Spec>(&json!({"port": 1, "inner": {"address": 5}}), "listener 'l'", false).unwrap_err();
+        let e = typed::<Spec>(
+            &json!({"port": 1, "inner": {"address": 5}}),
+            "listener 'l'",
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.status, 422);
         assert!(e.message.contains("field 'inner.address'"), "{e}");
         let e = typed::<Spec>(&json!({"port": "x"}), "l", false).unwrap_err();
@@ -79,14 +89,24 @@ mod tests {
         let v = json!({"port": 1, "prot": "x", "inner": {"address": "a", "b": 1}});
         assert!(typed::<Spec>(&v, "l", false).is_ok());
         let e = typed::<Spec>(&v, "l", true).unwrap_err();
-        assert!(e.message.contains("'prot'") && e.message.contains("'inner.b'"), "{e}");
+        assert!(
+            e.message.contains("'prot'") && e.message.contains("'inner.b'"),
+            "{e}"
+        );
     }
 
     #[test]
     fn documents_in_both_syntaxes() {
         assert_eq!(document("{\"a\": 1}").unwrap(), json!({"a": 1}));
-        assert_eq!(document("a: 1\nb: [x]").unwrap(), json!({"a": 1, "b": ["x"]}));
-        assert!(document("{\"a\": ").unwrap_err().starts_with("invalid JSON"));
+        assert_eq!(
+            document("a: 1\nb: [x]").unwrap(),
+            json!({"a": 1, "b": ["x"]})
+        );
+        assert!(
+            document("{\"a\": ")
+                .unwrap_err()
+                .starts_with("invalid JSON")
+        );
         assert!(document("a: [").unwrap_err().starts_with("invalid YAML"));
     }
 }

@@ -45,21 +45,35 @@ pub struct HttpListenerSpec {
 /// Whether every route the listener's rules can reach ends in a controller or
 /// Prometheus cluster.
 fn serves_only_controller(snap: &Snapshot, listener: &str) -> Result<(), String> {
-    let rulelist = snap.listeners.get(listener).map(|l| l.rules.clone()).unwrap_or_default();
+    let rulelist = snap
+        .listeners
+        .get(listener)
+        .map(|l| l.rules.clone())
+        .unwrap_or_default();
     let mut pending = vec![rulelist];
     let mut seen = Vec::new();
     while let Some(name) = pending.pop() {
         if seen.contains(&name) {
             continue;
         }
-        let rules = snap.rulelists.get(&name).ok_or_else(|| format!("rulelist '{name}' not found"))?;
+        let rules = snap
+            .rulelists
+            .get(&name)
+            .ok_or_else(|| format!("rulelist '{name}' not found"))?;
         for rule in rules.rules.iter().filter_map(|r| snap.rules.get(r)) {
             if let Some(apply) = &rule.action.apply {
                 pending.push(apply.clone());
             }
-            let Some(route) = rule.action.route.as_ref().and_then(|r| snap.routes.get(r)) else { continue };
-            let cluster = route.destination.as_ref().and_then(|c| snap.clusters.get(c));
-            let proto = cluster.map(|c| c.protocol.name()).unwrap_or("an unknown cluster");
+            let Some(route) = rule.action.route.as_ref().and_then(|r| snap.routes.get(r)) else {
+                continue;
+            };
+            let cluster = route
+                .destination
+                .as_ref()
+                .and_then(|c| snap.clusters.get(c));
+            let proto = cluster
+                .map(|c| c.protocol.name())
+                .unwrap_or("an unknown cluster");
             if proto != CONTROLLER && proto != PROMETHEUS {
                 return Err(format!(
                     "HTTP listeners route only to L7mpController or Prometheus clusters so far; route '{}' goes to {proto}",
@@ -78,9 +92,12 @@ impl ListenerProtocol for HttpListenerSpec {
         "HTTP"
     }
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        serves_only_controller(&cx.snapshot, &cx.name).map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+        serves_only_controller(&cx.snapshot, &cx.name)
+            .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
         let addr = net::bind_addr(self.address.as_deref(), self.port)?;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| net::at(addr, e))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| net::at(addr, e))?;
         let local = listener.local_addr()?;
         let task = tokio::spawn(crate::api::serve(listener, cx.proxy.clone()));
         Ok(ListenerTask::new(local.to_string(), task))

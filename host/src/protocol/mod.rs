@@ -59,7 +59,10 @@ pub struct Conn {
 
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn").field("framing", &self.framing).field("peer", &self.peer).finish()
+        f.debug_struct("Conn")
+            .field("framing", &self.framing)
+            .field("peer", &self.peer)
+            .finish()
     }
 }
 
@@ -73,7 +76,12 @@ pub struct TransformContext<'a> {
 pub trait Transform: Send {
     /// Handles one chunk, pushing what it produces to `out`. An error drops the chunk
     /// and is logged against the session; it does not end the session.
-    fn process(&mut self, chunk: Bytes, cx: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String>;
+    fn process(
+        &mut self,
+        chunk: Bytes,
+        cx: &TransformContext<'_>,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), String>;
 }
 
 /// One stage of a session, as a cluster opened it.
@@ -131,7 +139,10 @@ pub struct ListenerTask {
 
 impl ListenerTask {
     pub fn new(local_addr: String, task: tokio::task::JoinHandle<()>) -> ListenerTask {
-        ListenerTask { local_addr, task: Some(task) }
+        ListenerTask {
+            local_addr,
+            task: Some(task),
+        }
     }
 
     /// Stops accepting and waits until the socket is closed, so that its address is
@@ -168,21 +179,38 @@ pub trait ListenerProtocol: Send + Sync + fmt::Debug {
 impl Target<'_> {
     /// The endpoint's host and port, the port from the endpoint or else the cluster.
     pub fn host_port(&self, cluster_port: Option<u16>) -> io::Result<(String, u16)> {
-        let ep = self.endpoint.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no endpoint"))?;
+        let ep = self
+            .endpoint
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no endpoint"))?;
         let host = ep.spec.address.clone().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("endpoint '{}' has no address", ep.name))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("endpoint '{}' has no address", ep.name),
+            )
         })?;
         let port = ep.spec.port.or(cluster_port).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("neither endpoint '{}' nor its cluster sets a port", ep.name))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("neither endpoint '{}' nor its cluster sets a port", ep.name),
+            )
         })?;
         Ok((host, port))
     }
 
     /// The endpoint's filesystem path (UNIX sockets): `spec.path`, else `spec.address`.
     pub fn path(&self) -> io::Result<String> {
-        let ep = self.endpoint.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no endpoint"))?;
-        ep.spec.path.clone().or_else(|| ep.spec.address.clone()).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("endpoint '{}' has no path", ep.name))
-        })
+        let ep = self
+            .endpoint
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no endpoint"))?;
+        ep.spec
+            .path
+            .clone()
+            .or_else(|| ep.spec.address.clone())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("endpoint '{}' has no path", ep.name),
+                )
+            })
     }
 }

@@ -19,10 +19,12 @@ pub struct HostPort {
 pub fn bind_addr(address: Option<&str>, port: u16) -> io::Result<SocketAddr> {
     let ip: IpAddr = match address {
         None | Some("") => IpAddr::from([0, 0, 0, 0]),
-        Some(a) => a
-            .trim_matches(['[', ']'])
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("'{a}' is not an IP address")))?,
+        Some(a) => a.trim_matches(['[', ']']).parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("'{a}' is not an IP address"),
+            )
+        })?,
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -36,7 +38,12 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     tokio::net::lookup_host((host, port))
         .await?
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("'{host}' resolves to no address")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("'{host}' resolves to no address"),
+            )
+        })
 }
 
 /// An IPv4-mapped IPv6 address shown as the IPv4 address it is.

@@ -29,9 +29,13 @@ const NOT_YET: &[&str] = &[
 fn protocol_of(spec: &Value) -> Result<String> {
     match spec.get("protocol") {
         Some(Value::String(p)) => Ok(p.clone()),
-        Some(other) => Err(ConfigError::invalid(format!("spec.protocol must be a string, not {other}"))),
+        Some(other) => Err(ConfigError::invalid(format!(
+            "spec.protocol must be a string, not {other}"
+        ))),
         None if spec.is_object() => Err(ConfigError::invalid("spec.protocol is required")),
-        None => Err(ConfigError::invalid("'spec' must be an object with a 'protocol'")),
+        None => Err(ConfigError::invalid(
+            "'spec' must be an object with a 'protocol'",
+        )),
     }
 }
 
@@ -39,7 +43,10 @@ fn unknown(kind: &str, protocol: &str, known: &[&str]) -> ConfigError {
     if let Some(name) = NOT_YET.iter().find(|n| n.eq_ignore_ascii_case(protocol)) {
         ConfigError::invalid(format!("protocol {name} not supported yet as a {kind}"))
     } else {
-        ConfigError::invalid(format!("unknown {kind} protocol '{protocol}' (known: {})", known.join(", ")))
+        ConfigError::invalid(format!(
+            "unknown {kind} protocol '{protocol}' (known: {})",
+            known.join(", ")
+        ))
     }
 }
 
@@ -55,7 +62,8 @@ pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>>
         "tcp" => Arc::new(parse::<tcp::TcpListenerSpec>(spec, strict)?),
         "udp" => {
             let udp: udp::UdpListenerSpec = parse(spec, strict)?;
-            udp.validate().map_err(|e| ConfigError::invalid(format!("spec: {e}")))?;
+            udp.validate()
+                .map_err(|e| ConfigError::invalid(format!("spec: {e}")))?;
             Arc::new(udp)
         }
         "unixdomainsocket" => Arc::new(parse::<unix::UnixListenerSpec>(spec, strict)?),
@@ -92,8 +100,12 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
         "metric" => Arc::new(parse::<metric::MetricSpec>(spec, strict)?),
         "jsonencap" => Arc::new(parse::<jsonencap::JsonEncapSpec>(spec, strict)?),
         "jsondecap" => Arc::new(parse::<jsondecap::JsonDecapSpec>(spec, strict)?),
-        "l7mpcontroller" => Arc::new(ServiceCluster { name: controller::CONTROLLER }),
-        "prometheus" => Arc::new(ServiceCluster { name: controller::PROMETHEUS }),
+        "l7mpcontroller" => Arc::new(ServiceCluster {
+            name: controller::CONTROLLER,
+        }),
+        "prometheus" => Arc::new(ServiceCluster {
+            name: controller::PROMETHEUS,
+        }),
         _ => return Err(unknown("cluster", &protocol, CLUSTERS)),
     })
 }
@@ -105,21 +117,47 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive() {
-        assert_eq!(cluster(&json!({"protocol": "L7MPController"}), false).unwrap().name(), "L7mpController");
-        assert_eq!(listener(&json!({"protocol": "udp", "port": 1}), false).unwrap().name(), "UDP");
+        assert_eq!(
+            cluster(&json!({"protocol": "L7MPController"}), false)
+                .unwrap()
+                .name(),
+            "L7mpController"
+        );
+        assert_eq!(
+            listener(&json!({"protocol": "udp", "port": 1}), false)
+                .unwrap()
+                .name(),
+            "UDP"
+        );
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
         let e = |r: Result<Arc<dyn ClusterProtocol>>| r.unwrap_err().message;
-        assert_eq!(e(cluster(&json!({"protocol": "WebSocket", "port": 80}), false)), "protocol WebSocket not supported yet as a cluster");
-        assert!(e(cluster(&json!({"protocol": "Bogus"}), false)).starts_with("unknown cluster protocol 'Bogus'"));
-        assert_eq!(e(cluster(&json!({"port": 1}), false)), "spec.protocol is required");
+        assert_eq!(
+            e(cluster(
+                &json!({"protocol": "WebSocket", "port": 80}),
+                false
+            )),
+            "protocol WebSocket not supported yet as a cluster"
+        );
+        assert!(
+            e(cluster(&json!({"protocol": "Bogus"}), false))
+                .starts_with("unknown cluster protocol 'Bogus'")
+        );
+        assert_eq!(
+            e(cluster(&json!({"port": 1}), false)),
+            "spec.protocol is required"
+        );
         let l = listener(&json!({"protocol": "TCP", "port": "eighty"}), false).unwrap_err();
         assert!(l.message.contains("field 'port'"), "{l}");
         let strict = cluster(&json!({"protocol": "TCP", "prot": 1}), true).unwrap_err();
         assert!(strict.message.contains("'prot'"), "{strict}");
-        let udp = listener(&json!({"protocol": "UDP", "port": 1, "options": {"mode": "singleton"}}), false).unwrap_err();
+        let udp = listener(
+            &json!({"protocol": "UDP", "port": 1, "options": {"mode": "singleton"}}),
+            false,
+        )
+        .unwrap_err();
         assert!(udp.message.contains("singleton mode needs"), "{udp}");
     }
 }

@@ -12,7 +12,8 @@ use super::{ChunkRx, ClusterProtocol, Conn, Stage, Target, stream};
 
 pub const NAME: &str = "Stdio";
 
-static STDIO: std::sync::LazyLock<Arc<Mutex<()>>> = std::sync::LazyLock::new(|| Arc::new(Mutex::new(())));
+static STDIO: std::sync::LazyLock<Arc<Mutex<()>>> =
+    std::sync::LazyLock::new(|| Arc::new(Mutex::new(())));
 
 #[derive(Debug, Deserialize)]
 pub struct StdioSpec {
@@ -39,11 +40,26 @@ impl ClusterProtocol for StdioSpec {
         NAME
     }
     async fn connect(&self, _target: Target<'_>) -> io::Result<Stage> {
-        let guard = STDIO
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| io::Error::new(io::ErrorKind::ResourceBusy, "stdio is in use by another session"))?;
-        let Conn { framing, rx, tx, peer } = stream::conn(tokio::io::stdin(), tokio::io::stdout(), "stdio".into());
-        Ok(Stage::Conn(Conn { framing, rx: Box::new(Held { inner: rx, _guard: guard }), tx, peer }))
+        let guard = STDIO.clone().try_lock_owned().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "stdio is in use by another session",
+            )
+        })?;
+        let Conn {
+            framing,
+            rx,
+            tx,
+            peer,
+        } = stream::conn(tokio::io::stdin(), tokio::io::stdout(), "stdio".into());
+        Ok(Stage::Conn(Conn {
+            framing,
+            rx: Box::new(Held {
+                inner: rx,
+                _guard: guard,
+            }),
+            tx,
+            peer,
+        }))
     }
 }

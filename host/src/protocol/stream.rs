@@ -51,7 +51,10 @@ where
 {
     Conn {
         framing: Framing::Stream,
-        rx: Box::new(StreamRx { inner: read, buf: BytesMut::with_capacity(READ_CHUNK) }),
+        rx: Box::new(StreamRx {
+            inner: read,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }),
         tx: Box::new(StreamTx { inner: write }),
         peer,
     }

@@ -8,7 +8,10 @@ use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::net::{self, HostPort};
-use super::{ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, stream};
+use super::{
+    ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target,
+    stream,
+};
 
 pub const NAME: &str = "TCP";
 
@@ -28,7 +31,11 @@ impl ListenerProtocol for TcpListenerSpec {
     }
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let addr = net::bind_addr(self.address.as_deref(), self.port)?;
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         socket.set_reuseaddr(true)?;
         socket.bind(addr).map_err(|e| net::at(addr, e))?;
         let listener: TcpListener = socket.listen(1024).map_err(|e| net::at(addr, e))?;
@@ -38,7 +45,8 @@ impl ListenerProtocol for TcpListenerSpec {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let metadata = net::metadata("TCP", stream.local_addr().unwrap_or(local), peer);
+                        let metadata =
+                            net::metadata("TCP", stream.local_addr().unwrap_or(local), peer);
                         let (read, write) = stream.into_split();
                         let conn = stream::conn(read, write, net::canonical(peer).to_string());
                         cx.accept(Incoming { metadata, conn });
@@ -76,13 +84,20 @@ impl ClusterProtocol for TcpClusterSpec {
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
         let (host, port) = target.host_port(self.port)?;
         let remote = net::resolve(&host, port).await?;
-        let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let socket = if remote.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         if let Some(bind) = &self.bind {
             socket.set_reuseaddr(true)?;
             let local = net::bind_addr(bind.address.as_deref(), bind.port.unwrap_or(0))?;
             socket.bind(local).map_err(|e| net::at(local, e))?;
         }
-        let stream: TcpStream = socket.connect(remote).await.map_err(|e| net::at(remote, e))?;
+        let stream: TcpStream = socket
+            .connect(remote)
+            .await
+            .map_err(|e| net::at(remote, e))?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
         Ok(Stage::Conn(stream::conn(read, write, remote.to_string())))

@@ -23,7 +23,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::net::{self, HostPort};
-use super::{ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target};
+use super::{
+    ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
+    ListenerTask, Stage, Target,
+};
 
 pub const NAME: &str = "UDP";
 /// The largest UDP payload.
@@ -85,7 +88,11 @@ impl UdpListenerSpec {
 }
 
 fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
@@ -100,8 +107,13 @@ impl ListenerProtocol for UdpListenerSpec {
     }
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let listener = cx.snapshot.listeners.get(&cx.name).cloned();
-        let options = listener.as_ref().map(|l| l.options.clone()).unwrap_or_default();
-        let mode = self.mode(options.mode.as_deref()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let options = listener
+            .as_ref()
+            .map(|l| l.options.clone())
+            .unwrap_or_default();
+        let mode = self
+            .mode(options.mode.as_deref())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let idle = options
             .idle_timeout
             .or(self.options.as_ref().and_then(|o| o.idle_timeout))
@@ -118,7 +130,10 @@ impl ListenerProtocol for UdpListenerSpec {
                 tokio::spawn(run_singleton(cx, socket, local, peer))
             }
             Mode::Server => {
-                let filter = PeerFilter { address: connect.address.as_deref().map(parse_ip).transpose()?, port: connect.port };
+                let filter = PeerFilter {
+                    address: connect.address.as_deref().map(parse_ip).transpose()?,
+                    port: connect.port,
+                };
                 let idle = Duration::from_secs_f64(idle.max(0.001));
                 tokio::spawn(run_server(cx, socket, local, filter, idle))
             }
@@ -128,9 +143,12 @@ impl ListenerProtocol for UdpListenerSpec {
 }
 
 fn parse_ip(a: &str) -> io::Result<std::net::IpAddr> {
-    a.trim_matches(['[', ']'])
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("connect.address '{a}' is not an IP address")))
+    a.trim_matches(['[', ']']).parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("connect.address '{a}' is not an IP address"),
+        )
+    })
 }
 
 struct PeerFilter {
@@ -141,32 +159,76 @@ struct PeerFilter {
 impl PeerFilter {
     fn admits(&self, peer: SocketAddr) -> bool {
         let peer = net::canonical(peer);
-        self.address.is_none_or(|a| a.to_canonical() == peer.ip()) && self.port.is_none_or(|p| p == peer.port())
+        self.address.is_none_or(|a| a.to_canonical() == peer.ip())
+            && self.port.is_none_or(|p| p == peer.port())
     }
 }
 
 /// One session at a time on a socket connected to the configured peer; when it ends,
-/// the next datagram from the peer starts the next one.
-async fn run_singleton(cx: ListenerContext, socket: Arc<UdpSocket>, local: SocketAddr, peer: SocketAddr) {
+/// the next datagram from the peer starts the next one. A session that ended without
+/// reading anything (it could not be routed or connected) takes the datagram that
+/// started it along, so a bad route does not spin.
+async fn run_singleton(
+    cx: ListenerContext,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    peer: SocketAddr,
+) {
     loop {
         let (ended_tx, ended) = oneshot::channel();
         let conn = Conn {
             framing: Framing::Datagram,
-            rx: Box::new(ConnectedRx { socket: socket.clone(), buf: BytesMut::new(), _ended: Some(ended_tx) }),
-            tx: Box::new(ConnectedTx { socket: socket.clone() }),
+            rx: Box::new(ConnectedRx {
+                socket: socket.clone(),
+                buf: BytesMut::new(),
+                ended: Some(EndSignal {
+                    tx: Some(ended_tx),
+                    read_any: false,
+                }),
+            }),
+            tx: Box::new(ConnectedTx {
+                socket: socket.clone(),
+            }),
             peer: peer.to_string(),
         };
-        cx.accept(Incoming { metadata: net::metadata("UDP", local, peer), conn });
-        let _ = ended.await;
+        cx.accept(Incoming {
+            metadata: net::metadata("UDP", local, peer),
+            conn,
+        });
+        let read_any = ended.await.unwrap_or(false);
         if socket.readable().await.is_err() {
             return;
+        }
+        if !read_any {
+            let _ = socket.try_recv(&mut [0u8; 1]);
+        }
+    }
+}
+
+/// Tells a singleton listener that its session let go of the socket, and whether the
+/// session read from it.
+struct EndSignal {
+    tx: Option<oneshot::Sender<bool>>,
+    read_any: bool,
+}
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(self.read_any);
         }
     }
 }
 
 type Demux = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
 
-async fn run_server(cx: ListenerContext, socket: Arc<UdpSocket>, local: SocketAddr, filter: PeerFilter, idle: Duration) {
+async fn run_server(
+    cx: ListenerContext,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    filter: PeerFilter,
+    idle: Duration,
+) {
     let sessions: Demux = Arc::default();
     let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
     loop {
@@ -218,11 +280,26 @@ fn new_peer(
     let activity = Arc::new(Activity::new());
     let conn = Conn {
         framing: Framing::Datagram,
-        rx: Box::new(DemuxRx { rx, idle, activity: activity.clone(), _entry: DemuxEntry { sessions: sessions.clone(), peer } }),
-        tx: Box::new(SendToTx { socket: socket.clone(), peer, activity }),
+        rx: Box::new(DemuxRx {
+            rx,
+            idle,
+            activity: activity.clone(),
+            _entry: DemuxEntry {
+                sessions: sessions.clone(),
+                peer,
+            },
+        }),
+        tx: Box::new(SendToTx {
+            socket: socket.clone(),
+            peer,
+            activity,
+        }),
         peer: net::canonical(peer).to_string(),
     };
-    cx.accept(Incoming { metadata: net::metadata("UDP", local, peer), conn });
+    cx.accept(Incoming {
+        metadata: net::metadata("UDP", local, peer),
+        conn,
+    });
 }
 
 /// When a server-mode session last moved a datagram, in either direction.
@@ -233,10 +310,14 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
     }
     fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     fn idle_until(&self, idle: Duration) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
@@ -308,7 +389,7 @@ impl ChunkTx for SendToTx {
 struct ConnectedRx {
     socket: Arc<UdpSocket>,
     buf: BytesMut,
-    _ended: Option<oneshot::Sender<()>>,
+    ended: Option<EndSignal>,
 }
 
 #[async_trait]
@@ -317,7 +398,12 @@ impl ChunkRx for ConnectedRx {
         loop {
             self.buf.reserve(MAX_DATAGRAM);
             match self.socket.recv_buf(&mut self.buf).await {
-                Ok(_) => return Ok(Some(self.buf.split().freeze())),
+                Ok(_) => {
+                    if let Some(ended) = &mut self.ended {
+                        ended.read_any = true;
+                    }
+                    return Ok(Some(self.buf.split().freeze()));
+                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return Err(e),
             }
@@ -370,10 +456,17 @@ impl ClusterProtocol for UdpClusterSpec {
             None => net::bind_addr(None, bind.port.unwrap_or(0))?,
         };
         let socket = Arc::new(bind_socket(local)?);
-        socket.connect(remote).await.map_err(|e| net::at(remote, e))?;
+        socket
+            .connect(remote)
+            .await
+            .map_err(|e| net::at(remote, e))?;
         Ok(Stage::Conn(Conn {
             framing: Framing::Datagram,
-            rx: Box::new(ConnectedRx { socket: socket.clone(), buf: BytesMut::new(), _ended: None }),
+            rx: Box::new(ConnectedRx {
+                socket: socket.clone(),
+                buf: BytesMut::new(),
+                ended: None,
+            }),
             tx: Box::new(ConnectedTx { socket }),
             peer: remote.to_string(),
         }))

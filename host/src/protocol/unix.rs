@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net, stream};
+use super::{
+    ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net,
+    stream,
+};
 
 pub const NAME: &str = "UnixDomainSocket";
 
@@ -27,7 +30,9 @@ fn bind(path: &Path) -> io::Result<UnixListener> {
     match UnixListener::bind(path) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             use std::os::unix::fs::FileTypeExt;
-            let is_socket = std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false);
+            let is_socket = std::fs::symlink_metadata(path)
+                .map(|m| m.file_type().is_socket())
+                .unwrap_or(false);
             if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
                 std::fs::remove_file(path)?;
                 UnixListener::bind(path)
@@ -65,7 +70,10 @@ impl ListenerProtocol for UnixListenerSpec {
                     Ok((stream, _)) => {
                         let (read, write) = stream.into_split();
                         let metadata = json!({ "UNIX": { "filename": filename } });
-                        cx.accept(Incoming { metadata, conn: stream::conn(read, write, filename.clone()) });
+                        cx.accept(Incoming {
+                            metadata,
+                            conn: stream::conn(read, write, filename.clone()),
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(listener = %cx.name, "accept failed: {e}");
@@ -94,7 +102,9 @@ impl ClusterProtocol for UnixClusterSpec {
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
         let path = target.path()?;
-        let stream = UnixStream::connect(&path).await.map_err(|e| net::at(&path, e))?;
+        let stream = UnixStream::connect(&path)
+            .await
+            .map_err(|e| net::at(&path, e))?;
         let (read, write) = stream.into_split();
         Ok(Stage::Conn(stream::conn(read, write, path)))
     }

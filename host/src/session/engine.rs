@@ -25,15 +25,25 @@ const MAX_APPLY_DEPTH: usize = 16;
 
 /// Starts a session for what a listener accepted.
 pub fn spawn(proxy: Arc<Proxy>, listener: &str, incoming: Incoming) {
-    let session = Arc::new(Session::new(proxy.sessions.next_name(listener), listener, incoming.metadata.clone()));
-    session.with_stage(StageRef::Source, |s| s.peer = Some(incoming.conn.peer.clone()));
+    let session = Arc::new(Session::new(
+        proxy.sessions.next_name(listener),
+        listener,
+        incoming.metadata.clone(),
+    ));
+    session.with_stage(StageRef::Source, |s| {
+        s.peer = Some(incoming.conn.peer.clone())
+    });
     proxy.sessions.insert(session.clone());
     let m = metrics::global();
     m.listener_sessions.with_label_values(&[listener]).inc();
     m.listener_active.with_label_values(&[listener]).inc();
     m.active_sessions.inc();
     tokio::spawn(async move {
-        let track = proxy.snapshot().listeners.get(&session.listener).and_then(|l| l.options.track);
+        let track = proxy
+            .snapshot()
+            .listeners
+            .get(&session.listener)
+            .and_then(|l| l.options.track);
         let result = tokio::select! {
             r = run(&proxy, &session, incoming) => r,
             _ = session.kill.cancelled() => Err("deleted".to_owned()),
@@ -42,9 +52,16 @@ pub fn spawn(proxy: Arc<Proxy>, listener: &str, incoming: Incoming) {
     });
 }
 
-fn finish(proxy: &Arc<Proxy>, session: &Arc<Session>, result: Result<(), String>, track: Option<f64>) {
+fn finish(
+    proxy: &Arc<Proxy>,
+    session: &Arc<Session>,
+    result: Result<(), String>,
+    track: Option<f64>,
+) {
     let m = metrics::global();
-    m.listener_active.with_label_values(&[&session.listener]).dec();
+    m.listener_active
+        .with_label_values(&[&session.listener])
+        .dec();
     m.active_sessions.dec();
     session.set_status(Status::Finalizing);
     match result {
@@ -73,11 +90,22 @@ fn finish(proxy: &Arc<Proxy>, session: &Arc<Session>, result: Result<(), String>
 }
 
 /// Finds the route for a session, applying rewrites to its metadata on the way.
-pub fn lookup(snap: &Snapshot, listener: &str, metadata: &mut Value, uses: &mut Vec<(Kind, String)>) -> Result<Arc<Route>, String> {
-    let l = snap.listeners.get(listener).ok_or_else(|| format!("listener '{listener}' not found"))?;
+pub fn lookup(
+    snap: &Snapshot,
+    listener: &str,
+    metadata: &mut Value,
+    uses: &mut Vec<(Kind, String)>,
+) -> Result<Arc<Route>, String> {
+    let l = snap
+        .listeners
+        .get(listener)
+        .ok_or_else(|| format!("listener '{listener}' not found"))?;
     let mut rulelist = l.rules.clone();
     for _ in 0..MAX_APPLY_DEPTH {
-        let rl = snap.rulelists.get(&rulelist).ok_or_else(|| format!("rulelist '{rulelist}' not found"))?;
+        let rl = snap
+            .rulelists
+            .get(&rulelist)
+            .ok_or_else(|| format!("rulelist '{rulelist}' not found"))?;
         uses.push((Kind::RuleList, rl.name.clone()));
         let rule = rl
             .rules
@@ -91,16 +119,26 @@ pub fn lookup(snap: &Snapshot, listener: &str, metadata: &mut Value, uses: &mut 
                 .map_err(|e| format!("rule '{}': rewrite: {e}", rule.name))?;
         }
         if let Some(route) = &rule.action.route {
-            let route = snap.routes.get(route).ok_or_else(|| format!("route '{route}' not found"))?;
+            let route = snap
+                .routes
+                .get(route)
+                .ok_or_else(|| format!("route '{route}' not found"))?;
             uses.push((Kind::Route, route.name.clone()));
             return Ok(route.clone());
         }
         match &rule.action.apply {
             Some(next) => rulelist = next.clone(),
-            None => return Err(format!("rule '{}' has neither a route nor an apply", rule.name)),
+            None => {
+                return Err(format!(
+                    "rule '{}' has neither a route nor an apply",
+                    rule.name
+                ));
+            }
         }
     }
-    Err(format!("rulelists apply each other more than {MAX_APPLY_DEPTH} deep"))
+    Err(format!(
+        "rulelists apply each other more than {MAX_APPLY_DEPTH} deep"
+    ))
 }
 
 async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> Result<(), String> {
@@ -114,26 +152,55 @@ async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> 
         state.uses.extend(uses);
     }
     let route = routed.inspect_err(|_| {
-        metrics::global().sessions_rejected.with_label_values(&[&session.listener]).inc();
+        metrics::global()
+            .sessions_rejected
+            .with_label_values(&[&session.listener])
+            .inc();
     })?;
-    let destination = route.destination.clone().ok_or_else(|| format!("route '{}' has no destination", route.name))?;
+    let destination = route
+        .destination
+        .clone()
+        .ok_or_else(|| format!("route '{}' has no destination", route.name))?;
     // The session's own copy: later changes to the route do not reach it.
     let route: Route = (*route).clone();
-    let mut stages: Vec<(StageRef, String)> = route.ingress.iter().enumerate().map(|(i, c)| (StageRef::Ingress(i), c.clone())).collect();
+    let mut stages: Vec<(StageRef, String)> = route
+        .ingress
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (StageRef::Ingress(i), c.clone()))
+        .collect();
     stages.push((StageRef::Destination, destination.clone()));
-    stages.extend(route.egress.iter().enumerate().map(|(i, c)| (StageRef::Egress(i), c.clone())));
+    stages.extend(
+        route
+            .egress
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (StageRef::Egress(i), c.clone())),
+    );
     {
         let mut state = session.state();
         state.route = Some(Arc::new(route.clone()));
         state.ingress = route.ingress.iter().map(|c| StageInfo::new(c)).collect();
         state.destination = Some(StageInfo::new(&destination));
         state.egress = route.egress.iter().map(|c| StageInfo::new(c)).collect();
-        state.uses.extend(stages.iter().map(|(_, c)| (Kind::Cluster, c.clone())));
+        state
+            .uses
+            .extend(stages.iter().map(|(_, c)| (Kind::Cluster, c.clone())));
     }
-    session.event("ROUTED", format!("route '{}'", route.name), json!({ "route": route.name }));
+    session.event(
+        "ROUTED",
+        format!("route '{}'", route.name),
+        json!({ "route": route.name }),
+    );
 
-    let attempts = if route.retry.on_connect_failure() { route.retry.num_retries + 1 } else { 1 };
-    let connects = stages.iter().map(|(at, cluster)| connect(proxy, session, *at, cluster, route.retry, attempts));
+    let attempts = if route.retry.on_connect_failure() {
+        route.retry.num_retries + 1
+    } else {
+        1
+    };
+    let connects = stages
+        .iter()
+        .map(|(at, cluster)| connect(proxy, session, *at, cluster, route.retry, attempts));
     let connected = futures_util::future::join_all(connects).await;
     let mut opened = Vec::with_capacity(connected.len());
     for ((at, cluster), result) in stages.into_iter().zip(connected) {
@@ -157,7 +224,13 @@ fn warn_on_mixed_framing(session: &Session, source: &Conn, opened: &[(StageRef, 
         .map(|(_, n)| n)
         .collect();
     let datagrams = std::iter::once(source.framing)
-        .chain(opened.iter().filter_map(|(_, _, s)| if let Stage::Conn(c) = s { Some(c.framing) } else { None }))
+        .chain(opened.iter().filter_map(|(_, _, s)| {
+            if let Stage::Conn(c) = s {
+                Some(c.framing)
+            } else {
+                None
+            }
+        }))
         .any(|f| f == Framing::Datagram);
     if datagrams && !streams.is_empty() {
         let msg = format!(
@@ -170,7 +243,14 @@ fn warn_on_mixed_framing(session: &Session, source: &Conn, opened: &[(StageRef, 
 }
 
 /// Opens one stage, trying up to `attempts` times, each bounded by the retry timeout.
-async fn connect(proxy: &Proxy, session: &Session, at: StageRef, cluster_name: &str, retry: Retry, attempts: u32) -> Result<Stage, String> {
+async fn connect(
+    proxy: &Proxy,
+    session: &Session,
+    at: StageRef,
+    cluster_name: &str,
+    retry: Retry,
+    attempts: u32,
+) -> Result<Stage, String> {
     let m = metrics::global();
     let mut last_error = String::new();
     for attempt in 1..=attempts.max(1) {
@@ -186,9 +266,19 @@ async fn connect(proxy: &Proxy, session: &Session, at: StageRef, cluster_name: &
                 if cluster.protocol.needs_endpoint() && endpoint.is_none() {
                     Err(format!("cluster '{cluster_name}' has no endpoint"))
                 } else {
-                    session.with_stage(at, |s| s.endpoint = endpoint.as_ref().map(|e| e.name.clone()));
-                    let target = Target { cluster: cluster_name, endpoint: endpoint.as_deref() };
-                    match tokio::time::timeout(Duration::from_millis(retry.timeout.max(1)), cluster.protocol.connect(target)).await {
+                    session.with_stage(at, |s| {
+                        s.endpoint = endpoint.as_ref().map(|e| e.name.clone())
+                    });
+                    let target = Target {
+                        cluster: cluster_name,
+                        endpoint: endpoint.as_deref(),
+                    };
+                    match tokio::time::timeout(
+                        Duration::from_millis(retry.timeout.max(1)),
+                        cluster.protocol.connect(target),
+                    )
+                    .await
+                    {
                         Ok(Ok(stage)) => Ok(stage),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err(format!("connect timed out after {} ms", retry.timeout)),
@@ -200,7 +290,11 @@ async fn connect(proxy: &Proxy, session: &Session, at: StageRef, cluster_name: &
             Ok(stage) => {
                 m.cluster_sessions.with_label_values(&[cluster_name]).inc();
                 m.cluster_active.with_label_values(&[cluster_name]).inc();
-                let peer = if let Stage::Conn(c) = &stage { Some(c.peer.clone()) } else { None };
+                let peer = if let Stage::Conn(c) = &stage {
+                    Some(c.peer.clone())
+                } else {
+                    None
+                };
                 session.with_stage(at, |s| {
                     s.status = StageStatus::Connected;
                     s.peer = peer;
@@ -208,7 +302,9 @@ async fn connect(proxy: &Proxy, session: &Session, at: StageRef, cluster_name: &
                 return Ok(stage);
             }
             Err(e) => {
-                m.cluster_connect_failures.with_label_values(&[cluster_name]).inc();
+                m.cluster_connect_failures
+                    .with_label_values(&[cluster_name])
+                    .inc();
                 session.event(
                     "CONNECT_FAILED",
                     format!("cluster '{cluster_name}': attempt {attempt} of {attempts}: {e}"),
@@ -248,30 +344,61 @@ impl Reconnect for StageRetry {
     }
 
     async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, String> {
-        metrics::global().cluster_active.with_label_values(&[&self.cluster]).dec();
+        metrics::global()
+            .cluster_active
+            .with_label_values(&[&self.cluster])
+            .dec();
         if progressed {
             self.budget.store(self.retry.num_retries, Ordering::Relaxed);
         }
         let left = self.budget.load(Ordering::Relaxed);
-        self.session.event("DISCONNECT", format!("cluster '{}': {why}", self.cluster), json!({ "cluster": self.cluster }));
+        self.session.event(
+            "DISCONNECT",
+            format!("cluster '{}': {why}", self.cluster),
+            json!({ "cluster": self.cluster }),
+        );
         if left == 0 {
-            return Err(format!("cluster '{}': {why}; no retries left", self.cluster));
+            return Err(format!(
+                "cluster '{}': {why}; no retries left",
+                self.cluster
+            ));
         }
         self.budget.store(left - 1, Ordering::Relaxed);
-        self.session.with_stage(self.at, |s| s.status = StageStatus::Retrying);
-        match connect(&self.proxy, &self.session, self.at, &self.cluster, self.retry, self.retry.num_retries.max(1)).await? {
+        self.session
+            .with_stage(self.at, |s| s.status = StageStatus::Retrying);
+        match connect(
+            &self.proxy,
+            &self.session,
+            self.at,
+            &self.cluster,
+            self.retry,
+            self.retry.num_retries.max(1),
+        )
+        .await?
+        {
             Stage::Conn(conn) => {
-                self.session.event("RECONNECTED", format!("cluster '{}': reconnected", self.cluster), Value::Null);
+                self.session.event(
+                    "RECONNECTED",
+                    format!("cluster '{}': reconnected", self.cluster),
+                    Value::Null,
+                );
                 Ok(conn)
             }
-            Stage::Transform(_) => Err(format!("cluster '{}' is no longer a network cluster", self.cluster)),
+            Stage::Transform(_) => Err(format!(
+                "cluster '{}' is no longer a network cluster",
+                self.cluster
+            )),
         }
     }
 }
 
 fn meters(at: StageRef, origin: &str) -> Meters {
     let m = metrics::global();
-    let (bytes, packets) = if at == StageRef::Source { (&m.listener_bytes, &m.listener_packets) } else { (&m.cluster_bytes, &m.cluster_packets) };
+    let (bytes, packets) = if at == StageRef::Source {
+        (&m.listener_bytes, &m.listener_packets)
+    } else {
+        (&m.cluster_bytes, &m.cluster_packets)
+    };
     Meters {
         bytes_in: bytes.with_label_values(&[origin, "in"]),
         bytes_out: bytes.with_label_values(&[origin, "out"]),
@@ -290,9 +417,15 @@ async fn drive(
     retry: Retry,
 ) -> Result<(), String> {
     let mut ring: Vec<(StageRef, String, Stage)> = Vec::with_capacity(opened.len() + 1);
-    ring.push((StageRef::Source, session.listener.clone(), Stage::Conn(source)));
+    ring.push((
+        StageRef::Source,
+        session.listener.clone(),
+        Stage::Conn(source),
+    ));
     ring.extend(opened);
-    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..ring.len()).map(|_| mpsc::channel::<Bytes>(RING_CAPACITY)).unzip();
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..ring.len())
+        .map(|_| mpsc::channel::<Bytes>(RING_CAPACITY))
+        .unzip();
     let mut drivers = JoinSet::new();
     for (i, ((at, origin, stage), inbox)) in ring.into_iter().zip(inboxes).enumerate() {
         let (counters, kick) = session
@@ -302,7 +435,12 @@ async fn drive(
             inbox,
             out: Some(senders[(i + 1) % senders.len()].clone()),
             kick,
-            stats: StageStats { session: session.clone(), at, counters, meters: meters(at, &origin) },
+            stats: StageStats {
+                session: session.clone(),
+                at,
+                counters,
+                meters: meters(at, &origin),
+            },
         };
         let cluster = origin.clone();
         let retry: Option<Box<dyn Reconnect>> = (at != StageRef::Source).then(|| {
@@ -321,7 +459,10 @@ async fn drive(
                 Stage::Transform(t) => stage::run_transform(wiring, t).await,
             };
             if at != StageRef::Source {
-                metrics::global().cluster_active.with_label_values(&[&cluster]).dec();
+                metrics::global()
+                    .cluster_active
+                    .with_label_values(&[&cluster])
+                    .dec();
             }
             result.map_err(|e| format!("{}: {e}", describe(at, &origin)))
         });

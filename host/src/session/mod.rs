@@ -144,7 +144,10 @@ pub struct Session {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 impl Session {
@@ -172,7 +175,9 @@ impl Session {
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, SessionState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records an event and logs it.
@@ -184,7 +189,12 @@ impl Session {
             state.events.remove(0);
             state.events_dropped += 1;
         }
-        state.events.push(Event { event: event.to_owned(), timestamp: now(), message, content });
+        state.events.push(Event {
+            event: event.to_owned(),
+            timestamp: now(),
+            message,
+            content,
+        });
     }
 
     pub fn set_status(&self, status: Status) {
@@ -206,7 +216,8 @@ impl Session {
     pub fn uses(&self, kind: Kind, name: &str) -> bool {
         let state = self.state();
         state.uses.iter().any(|(k, n)| *k == kind && n == name)
-            || (kind == Kind::Endpoint && state.stages().any(|s| s.endpoint.as_deref() == Some(name)))
+            || (kind == Kind::Endpoint
+                && state.stages().any(|s| s.endpoint.as_deref() == Some(name)))
     }
 
     pub fn to_json(&self) -> Value {
@@ -235,7 +246,10 @@ impl Session {
 
 impl SessionState {
     pub fn stages(&self) -> impl Iterator<Item = &StageInfo> {
-        std::iter::once(&self.source).chain(&self.ingress).chain(&self.destination).chain(&self.egress)
+        std::iter::once(&self.source)
+            .chain(&self.ingress)
+            .chain(&self.destination)
+            .chain(&self.egress)
     }
 }
 
@@ -248,11 +262,16 @@ pub struct Registry {
 
 impl Registry {
     pub fn next_name(&self, listener: &str) -> String {
-        format!("{listener}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{listener}-{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn insert(&self, session: Arc<Session>) {
@@ -275,6 +294,9 @@ impl Registry {
 
     /// Sessions still running that use an object.
     pub fn using(&self, kind: Kind, name: &str) -> Vec<Arc<Session>> {
-        self.all().into_iter().filter(|s| s.state().ended.is_none() && s.uses(kind, name)).collect()
+        self.all()
+            .into_iter()
+            .filter(|s| s.state().ended.is_none() && s.uses(kind, name))
+            .collect()
     }
 }

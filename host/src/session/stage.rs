@@ -36,13 +36,17 @@ pub struct StageStats {
 
 impl StageStats {
     fn received(&self, n: usize) {
-        self.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters
+            .bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
         self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
         self.meters.bytes_in.inc_by(n as u64);
         self.meters.packets_in.inc();
     }
     fn sent(&self, n: usize) {
-        self.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters
+            .bytes_out
+            .fetch_add(n as u64, Ordering::Relaxed);
         self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
         self.meters.bytes_out.inc_by(n as u64);
         self.meters.packets_out.inc();
@@ -100,7 +104,9 @@ async fn pump_rx(
         match rx.recv().await {
             Ok(Some(chunk)) => {
                 stats.received(chunk.len());
-                let Some(next) = out.as_ref() else { return RxEnd::DownstreamGone };
+                let Some(next) = out.as_ref() else {
+                    return RxEnd::DownstreamGone;
+                };
                 if next.send(chunk).await.is_err() {
                     *out = None;
                     return RxEnd::DownstreamGone;
@@ -117,7 +123,11 @@ async fn pump_rx(
     }
 }
 
-async fn pump_tx(inbox: &mut mpsc::Receiver<Bytes>, tx: &mut Box<dyn ChunkTx>, stats: &StageStats) -> TxEnd {
+async fn pump_tx(
+    inbox: &mut mpsc::Receiver<Bytes>,
+    tx: &mut Box<dyn ChunkTx>,
+    stats: &StageStats,
+) -> TxEnd {
     while let Some(chunk) = inbox.recv().await {
         let n = chunk.len();
         if let Err(e) = tx.send(chunk).await {
@@ -130,7 +140,11 @@ async fn pump_tx(inbox: &mut mpsc::Receiver<Bytes>, tx: &mut Box<dyn ChunkTx>, s
 }
 
 /// Drives a connection stage until both directions end, or it fails for good.
-pub async fn run_conn(mut w: Wiring, mut conn: Conn, retry: Option<Box<dyn Reconnect>>) -> Result<(), String> {
+pub async fn run_conn(
+    mut w: Wiring,
+    mut conn: Conn,
+    retry: Option<Box<dyn Reconnect>>,
+) -> Result<(), String> {
     let may_retry = || retry.as_ref().is_some_and(|r| r.allowed());
     let (mut rx_done, mut tx_done) = (false, false);
     // Mirrors `tx_done` for the receiving pump, which runs while this loop waits.
@@ -141,10 +155,16 @@ pub async fn run_conn(mut w: Wiring, mut conn: Conn, retry: Option<Box<dyn Recon
         let outcome = {
             let datagram = conn.framing == Framing::Datagram;
             let Conn { rx, tx, .. } = &mut conn;
-            let Wiring { inbox, out, kick, stats } = &mut w;
+            let Wiring {
+                inbox,
+                out,
+                kick,
+                stats,
+            } = &mut w;
             let stats = &*stats;
             let tx_closed = &tx_closed;
-            let mut rxp = std::pin::pin!(pump_rx(rx, out, stats, || may_retry() && !tx_closed.load(Ordering::Relaxed)));
+            let mut rxp = std::pin::pin!(pump_rx(rx, out, stats, || may_retry()
+                && !tx_closed.load(Ordering::Relaxed)));
             let mut txp = std::pin::pin!(pump_tx(inbox, tx, stats));
             loop {
                 if rx_done && tx_done {
@@ -186,7 +206,9 @@ pub async fn run_conn(mut w: Wiring, mut conn: Conn, retry: Option<Box<dyn Recon
                 w.stats.status(StageStatus::Disconnected);
                 let retry = retry.as_ref().expect("only a retried stage breaks");
                 let received = w.stats.counters.packets_in.load(Ordering::Relaxed);
-                conn = retry.reconnect(&why, received > received_at_connect).await?;
+                conn = retry
+                    .reconnect(&why, received > received_at_connect)
+                    .await?;
                 received_at_connect = w.stats.counters.packets_in.load(Ordering::Relaxed);
                 rx_done = false;
                 w.stats.status(StageStatus::Ready);
@@ -204,7 +226,10 @@ pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> 
     let metadata = w.stats.session.state().metadata.clone();
     while let Some(chunk) = w.inbox.recv().await {
         w.stats.sent(chunk.len());
-        let cx = TransformContext { session: &w.stats.session.name, metadata: &metadata };
+        let cx = TransformContext {
+            session: &w.stats.session.name,
+            metadata: &metadata,
+        };
         if let Err(e) = transform.process(chunk, &cx, &mut produced) {
             if let Some(errors) = &w.stats.meters.errors {
                 errors.inc();
@@ -213,7 +238,9 @@ pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> 
             tracing::warn!(session = %w.stats.session.name, "{e}");
             if reported < 10 {
                 reported += 1;
-                w.stats.session.event("TRANSFORM_ERROR", e, serde_json::Value::Null);
+                w.stats
+                    .session
+                    .event("TRANSFORM_ERROR", e, serde_json::Value::Null);
             }
         }
         for chunk in produced.drain(..) {

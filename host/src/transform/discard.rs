@@ -17,12 +17,19 @@ pub struct DiscardSpec {
 pub struct Discard;
 
 impl Transform for Discard {
-    fn process(&mut self, _: Bytes, _: &TransformContext<'_>, _: &mut Vec<Bytes>) -> Result<(), String> {
+    fn process(
+        &mut self,
+        _: Bytes,
+        _: &TransformContext<'_>,
+        _: &mut Vec<Bytes>,
+    ) -> Result<(), String> {
         Ok(())
     }
 }
 
-transform_cluster!(DiscardSpec, NAME, |_spec, _target| Ok::<_, std::io::Error>(Discard));
+transform_cluster!(DiscardSpec, NAME, |_spec, _target| Ok::<_, std::io::Error>(
+    Discard
+));
 
 #[cfg(test)]
 mod tests {
@@ -32,7 +39,16 @@ mod tests {
     fn swallows() {
         let md = serde_json::json!({});
         let mut out = Vec::new();
-        Discard.process(Bytes::from_static(b"x"), &TransformContext { session: "s", metadata: &md }, &mut out).unwrap();
+        Discard
+            .process(
+                Bytes::from_static(b"x"),
+                &TransformContext {
+                    session: "s",
+                    metadata: &md,
+                },
+                &mut out,
+            )
+            .unwrap();
         assert!(out.is_empty());
     }
 }

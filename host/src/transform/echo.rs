@@ -17,13 +17,20 @@ pub struct EchoSpec {
 pub struct Echo;
 
 impl Transform for Echo {
-    fn process(&mut self, chunk: Bytes, _: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String> {
+    fn process(
+        &mut self,
+        chunk: Bytes,
+        _: &TransformContext<'_>,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), String> {
         out.push(chunk);
         Ok(())
     }
 }
 
-transform_cluster!(EchoSpec, NAME, |_spec, _target| Ok::<_, std::io::Error>(Echo));
+transform_cluster!(EchoSpec, NAME, |_spec, _target| Ok::<_, std::io::Error>(
+    Echo
+));
 
 #[cfg(test)]
 mod tests {
@@ -32,9 +39,13 @@ mod tests {
     #[test]
     fn echoes() {
         let md = serde_json::json!({});
-        let cx = TransformContext { session: "s", metadata: &md };
+        let cx = TransformContext {
+            session: "s",
+            metadata: &md,
+        };
         let mut out = Vec::new();
-        Echo.process(Bytes::from_static(b"hi"), &cx, &mut out).unwrap();
+        Echo.process(Bytes::from_static(b"hi"), &cx, &mut out)
+            .unwrap();
         assert_eq!(out, vec![Bytes::from_static(b"hi")]);
     }
 }

@@ -22,14 +22,25 @@ pub struct JsonEncapSpec {
 pub struct JsonEncap;
 
 impl Transform for JsonEncap {
-    fn process(&mut self, chunk: Bytes, cx: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String> {
+    fn process(
+        &mut self,
+        chunk: Bytes,
+        cx: &TransformContext<'_>,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), String> {
         let doc = json!({ "metadata": cx.metadata, "payload": STANDARD.encode(&chunk) });
-        out.push(Bytes::from(serde_json::to_vec(&doc).map_err(|e| e.to_string())?));
+        out.push(Bytes::from(
+            serde_json::to_vec(&doc).map_err(|e| e.to_string())?,
+        ));
         Ok(())
     }
 }
 
-transform_cluster!(JsonEncapSpec, NAME, |_spec, _target| Ok::<_, std::io::Error>(JsonEncap));
+transform_cluster!(
+    JsonEncapSpec,
+    NAME,
+    |_spec, _target| Ok::<_, std::io::Error>(JsonEncap)
+);
 
 #[cfg(test)]
 mod tests {
@@ -39,8 +50,20 @@ mod tests {
     fn wraps_metadata_and_payload() {
         let md = json!({"labels": {"user": "u1"}});
         let mut out = Vec::new();
-        JsonEncap.process(Bytes::from_static(b"\x00hi"), &TransformContext { session: "s", metadata: &md }, &mut out).unwrap();
+        JsonEncap
+            .process(
+                Bytes::from_static(b"\x00hi"),
+                &TransformContext {
+                    session: "s",
+                    metadata: &md,
+                },
+                &mut out,
+            )
+            .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();
-        assert_eq!(doc, json!({"metadata": {"labels": {"user": "u1"}}, "payload": "AGhp"}));
+        assert_eq!(
+            doc,
+            json!({"metadata": {"labels": {"user": "u1"}}, "payload": "AGhp"})
+        );
     }
 }

@@ -42,17 +42,35 @@ impl LoggerSpec {
             Some("stdout") => Sink::Stdout,
             Some("stderr") => Sink::Stderr,
             Some(path) => Sink::File(
-                OpenOptions::new().create(true).append(true).open(path).map_err(|e| crate::protocol::net::at(path, e))?,
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| crate::protocol::net::at(path, e))?,
             ),
         };
-        Ok(Logger { prefix: self.log_prefix.clone().unwrap_or_default(), sink })
+        Ok(Logger {
+            prefix: self.log_prefix.clone().unwrap_or_default(),
+            sink,
+        })
     }
 }
 
 impl Transform for Logger {
-    fn process(&mut self, chunk: Bytes, cx: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String> {
+    fn process(
+        &mut self,
+        chunk: Bytes,
+        cx: &TransformContext<'_>,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), String> {
         let text = String::from_utf8_lossy(&chunk);
-        let line = format!("{}{}{}: {:?}\n", self.prefix, if self.prefix.is_empty() { "" } else { ": " }, cx.session, text);
+        let line = format!(
+            "{}{}{}: {:?}\n",
+            self.prefix,
+            if self.prefix.is_empty() { "" } else { ": " },
+            cx.session,
+            text
+        );
         let written = match &mut self.sink {
             Sink::Tracing => {
                 tracing::info!(target: "l7mp::logger", "{}", line.trim_end());
@@ -76,13 +94,29 @@ mod tests {
     #[test]
     fn logs_to_a_file_and_passes_through() {
         let path = std::env::temp_dir().join(format!("l7mp-logger-{}.log", std::process::id()));
-        let spec = LoggerSpec { protocol: NAME.into(), log_file: Some(path.display().to_string()), log_prefix: Some("in".into()) };
+        let spec = LoggerSpec {
+            protocol: NAME.into(),
+            log_file: Some(path.display().to_string()),
+            log_prefix: Some("in".into()),
+        };
         let mut logger = spec.open().unwrap();
         let md = serde_json::json!({});
         let mut out = Vec::new();
-        logger.process(Bytes::from_static(b"hello"), &TransformContext { session: "s1", metadata: &md }, &mut out).unwrap();
+        logger
+            .process(
+                Bytes::from_static(b"hello"),
+                &TransformContext {
+                    session: "s1",
+                    metadata: &md,
+                },
+                &mut out,
+            )
+            .unwrap();
         assert_eq!(out, vec![Bytes::from_static(b"hello")]);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "in: s1: \"hello\"\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "in: s1: \"hello\"\n"
+        );
         let _ = std::fs::remove_file(path);
     }
 }

@@ -23,7 +23,12 @@ pub struct Metric {
 }
 
 impl Transform for Metric {
-    fn process(&mut self, chunk: Bytes, _: &TransformContext<'_>, out: &mut Vec<Bytes>) -> Result<(), String> {
+    fn process(
+        &mut self,
+        chunk: Bytes,
+        _: &TransformContext<'_>,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), String> {
         self.bytes.inc_by(chunk.len() as u64);
         self.packets.inc();
         out.push(chunk);

@@ -18,7 +18,10 @@ macro_rules! transform_cluster {
             fn name(&self) -> &'static str {
                 $name
             }
-            async fn connect(&self, $target: $crate::protocol::Target<'_>) -> std::io::Result<$crate::protocol::Stage> {
+            async fn connect(
+                &self,
+                $target: $crate::protocol::Target<'_>,
+            ) -> std::io::Result<$crate::protocol::Stage> {
                 let $self_ = self;
                 let transform = ($make)?;
                 Ok($crate::protocol::Stage::Transform(Box::new(transform)))
