@@ -78,22 +78,31 @@ fn rewrites_reach_the_upstream_through_jsonencap() {
     assert_eq!(proxy.sessions()[0]["metadata"]["labels"]["user"], "alice");
 }
 
-#[test]
-fn jsondecap_undoes_jsonencap_and_drops_garbage() {
-    let proxy = Proxy::start();
+/// UDP -> JSONEncap (+ more ingress) -> Echo -> the given egress chain.
+fn encap_echo_listener(proxy: &Proxy, ingress: Value, egress: Value) -> std::net::SocketAddr {
     let port = free_udp_port();
+    let mut chain = vec![json!({"spec": {"protocol": "JSONEncap"}})];
+    chain.extend(ingress.as_array().unwrap().iter().cloned());
     proxy.create(
         "/api/v1/listeners",
         json!({"listener": {"name": "roundtrip", "spec": {"protocol": "UDP", "port": port},
             "rules": [{"action": {"route": {
-                "destination": {"spec": {"protocol": "Echo"}},
-                "ingress": [{"spec": {"protocol": "JSONEncap"}}, {"spec": {"protocol": "JSONDecap"}}],
-                "egress": [{"spec": {"protocol": "JSONDecap"}}]}}}]}}),
+                "destination": {"spec": {"protocol": "Echo"}}, "ingress": chain, "egress": egress}}}]}}),
     );
-    let client = udp_client("127.0.0.1");
-    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+#[test]
+fn jsondecap_undoes_jsonencap_and_drops_garbage() {
+    let proxy = Proxy::start();
     // Encapsulated and decapsulated on the way in; on the way out, plain bytes are not
     // an encapsulated message, so JSONDecap drops them and says so.
+    let to = encap_echo_listener(
+        &proxy,
+        json!([{"spec": {"protocol": "JSONDecap"}}]),
+        json!([{"spec": {"protocol": "JSONDecap"}}]),
+    );
+    let client = udp_client("127.0.0.1");
     client.send_to(b"binary\xff\x00", to).unwrap();
     client
         .set_read_timeout(Some(std::time::Duration::from_millis(500)))
@@ -115,17 +124,12 @@ fn jsondecap_undoes_jsonencap_and_drops_garbage() {
 #[test]
 fn jsondecap_round_trip_returns_the_original_bytes() {
     let proxy = Proxy::start();
-    let port = free_udp_port();
-    proxy.create(
-        "/api/v1/listeners",
-        json!({"listener": {"name": "roundtrip", "spec": {"protocol": "UDP", "port": port},
-            "rules": [{"action": {"route": {
-                "destination": {"spec": {"protocol": "Echo"}},
-                "ingress": [{"spec": {"protocol": "JSONEncap"}}],
-                "egress": [{"spec": {"protocol": "JSONDecap"}}, {"spec": {"protocol": "Metric"}}]}}}]}}),
+    let to = encap_echo_listener(
+        &proxy,
+        json!([]),
+        json!([{"spec": {"protocol": "JSONDecap"}}, {"spec": {"protocol": "Metric"}}]),
     );
     let client = udp_client("127.0.0.1");
-    let to = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(
         udp_roundtrip(&client, to, b"binary\xff\x00"),
         b"binary\xff\x00"

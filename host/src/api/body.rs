@@ -84,10 +84,15 @@ pub fn ok() -> ApiResult {
     ))
 }
 
-pub fn created(what: &str) -> ApiResult {
+/// OK, naming the first object a POST created (the one its body described).
+pub fn created(objects: &[(crate::model::Kind, String)]) -> ApiResult {
+    let first = objects
+        .first()
+        .map(|(_, name)| name.as_str())
+        .unwrap_or_default();
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "status": 200, "message": "OK", "created": what }),
+        &json!({ "status": 200, "message": "OK", "created": first }),
     ))
 }
 

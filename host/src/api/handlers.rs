@@ -90,12 +90,7 @@ pub async fn post_object(
             Ok(())
         })
         .await?;
-    created(
-        &created_objects
-            .first()
-            .map(|(_, n)| n.clone())
-            .unwrap_or_default(),
-    )
+    created(&created_objects)
 }
 
 pub async fn get_object(
@@ -193,7 +188,7 @@ pub async fn post_endpoint(
     let names = proxy
         .add(|b| b.add_endpoint(&cluster, &value).map(drop))
         .await?;
-    created(&names.first().map(|(_, n)| n.clone()).unwrap_or_default())
+    created(&names)
 }
 
 /// A rule's index in a rulelist: a number, or the rule's name.
@@ -270,12 +265,7 @@ pub async fn post_rule_at(
             Ok(())
         })
         .await?;
-    created(
-        &created_objects
-            .first()
-            .map(|(_, n)| n.clone())
-            .unwrap_or_default(),
-    )
+    created(&created_objects)
 }
 
 pub async fn delete_rule_at(

@@ -54,6 +54,23 @@ fn parse<T: DeserializeOwned>(spec: &Value, strict: bool) -> Result<T> {
     typed(spec, "spec", strict)
 }
 
+/// The spec of a protocol with no settings of its own.
+#[derive(serde::Deserialize)]
+struct BareSpec {
+    #[allow(dead_code)]
+    protocol: String,
+}
+
+/// A cluster whose spec is just its protocol (strict mode still rejects extra fields).
+fn bare(
+    spec: &Value,
+    strict: bool,
+    cluster: impl ClusterProtocol + 'static,
+) -> Result<Arc<dyn ClusterProtocol>> {
+    parse::<BareSpec>(spec, strict)?;
+    Ok(Arc::new(cluster))
+}
+
 const LISTENERS: &[&str] = &[tcp::NAME, udp::NAME, unix::NAME, "HTTP"];
 
 pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>> {
@@ -92,14 +109,14 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
     Ok(match protocol.to_ascii_lowercase().as_str() {
         "tcp" => Arc::new(parse::<tcp::TcpClusterSpec>(spec, strict)?),
         "udp" => Arc::new(parse::<udp::UdpClusterSpec>(spec, strict)?),
-        "unixdomainsocket" => Arc::new(parse::<unix::UnixClusterSpec>(spec, strict)?),
-        "stdio" => Arc::new(parse::<stdio::StdioSpec>(spec, strict)?),
-        "echo" => Arc::new(parse::<echo::EchoSpec>(spec, strict)?),
-        "discard" => Arc::new(parse::<discard::DiscardSpec>(spec, strict)?),
+        "unixdomainsocket" => bare(spec, strict, unix::UnixCluster)?,
+        "stdio" => bare(spec, strict, stdio::StdioCluster)?,
+        "echo" => bare(spec, strict, echo::Echo)?,
+        "discard" => bare(spec, strict, discard::Discard)?,
         "logger" => Arc::new(parse::<logger::LoggerSpec>(spec, strict)?),
-        "metric" => Arc::new(parse::<metric::MetricSpec>(spec, strict)?),
-        "jsonencap" => Arc::new(parse::<jsonencap::JsonEncapSpec>(spec, strict)?),
-        "jsondecap" => Arc::new(parse::<jsondecap::JsonDecapSpec>(spec, strict)?),
+        "metric" => bare(spec, strict, metric::MetricCluster)?,
+        "jsonencap" => bare(spec, strict, jsonencap::JsonEncap)?,
+        "jsondecap" => bare(spec, strict, jsondecap::JsonDecap)?,
         "l7mpcontroller" => Arc::new(ServiceCluster {
             name: controller::CONTROLLER,
         }),

@@ -5,7 +5,6 @@ use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{ChunkRx, ClusterProtocol, Conn, Stage, Target, stream};
@@ -15,11 +14,8 @@ pub const NAME: &str = "Stdio";
 static STDIO: std::sync::LazyLock<Arc<Mutex<()>>> =
     std::sync::LazyLock::new(|| Arc::new(Mutex::new(())));
 
-#[derive(Debug, Deserialize)]
-pub struct StdioSpec {
-    #[allow(dead_code)]
-    protocol: String,
-}
+#[derive(Debug)]
+pub struct StdioCluster;
 
 /// Holds the stdio lock for as long as the session reads.
 struct Held {
@@ -35,7 +31,7 @@ impl ChunkRx for Held {
 }
 
 #[async_trait]
-impl ClusterProtocol for StdioSpec {
+impl ClusterProtocol for StdioCluster {
     fn name(&self) -> &'static str {
         NAME
     }

@@ -86,14 +86,11 @@ impl ListenerProtocol for UnixListenerSpec {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct UnixClusterSpec {
-    #[allow(dead_code)]
-    protocol: String,
-}
+#[derive(Debug)]
+pub struct UnixCluster;
 
 #[async_trait]
-impl ClusterProtocol for UnixClusterSpec {
+impl ClusterProtocol for UnixCluster {
     fn name(&self) -> &'static str {
         NAME
     }

@@ -1,19 +1,14 @@
 //! `Discard`: swallows every chunk; nothing ever comes back.
 
 use bytes::Bytes;
-use serde::Deserialize;
 
 use super::transform_cluster;
 use crate::protocol::{Transform, TransformContext};
 
 pub const NAME: &str = "Discard";
 
-#[derive(Debug, Deserialize)]
-pub struct DiscardSpec {
-    #[allow(dead_code)]
-    protocol: String,
-}
-
+/// Stateless, so the cluster is the transform itself.
+#[derive(Debug, Clone, Copy)]
 pub struct Discard;
 
 impl Transform for Discard {
@@ -27,7 +22,7 @@ impl Transform for Discard {
     }
 }
 
-transform_cluster!(DiscardSpec, NAME, |_spec, _target| Ok::<_, std::io::Error>(
+transform_cluster!(Discard, NAME, |_spec, _target| Ok::<_, std::io::Error>(
     Discard
 ));
 

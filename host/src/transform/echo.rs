@@ -1,19 +1,14 @@
 //! `Echo`: every chunk written comes back unchanged.
 
 use bytes::Bytes;
-use serde::Deserialize;
 
 use super::transform_cluster;
 use crate::protocol::{Transform, TransformContext};
 
 pub const NAME: &str = "Echo";
 
-#[derive(Debug, Deserialize)]
-pub struct EchoSpec {
-    #[allow(dead_code)]
-    protocol: String,
-}
-
+/// Stateless, so the cluster is the transform itself.
+#[derive(Debug, Clone, Copy)]
 pub struct Echo;
 
 impl Transform for Echo {
@@ -28,9 +23,7 @@ impl Transform for Echo {
     }
 }
 
-transform_cluster!(EchoSpec, NAME, |_spec, _target| Ok::<_, std::io::Error>(
-    Echo
-));
+transform_cluster!(Echo, NAME, |_spec, _target| Ok::<_, std::io::Error>(Echo));
 
 #[cfg(test)]
 mod tests {

@@ -11,12 +11,8 @@ use crate::protocol::{Transform, TransformContext};
 
 pub const NAME: &str = "JSONDecap";
 
-#[derive(Debug, Deserialize)]
-pub struct JsonDecapSpec {
-    #[allow(dead_code)]
-    protocol: String,
-}
-
+/// Stateless, so the cluster is the transform itself.
+#[derive(Debug, Clone, Copy)]
 pub struct JsonDecap;
 
 #[derive(Deserialize)]
@@ -41,11 +37,9 @@ impl Transform for JsonDecap {
     }
 }
 
-transform_cluster!(
-    JsonDecapSpec,
-    NAME,
-    |_spec, _target| Ok::<_, std::io::Error>(JsonDecap)
-);
+transform_cluster!(JsonDecap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
+    JsonDecap
+));
 
 #[cfg(test)]
 mod tests {

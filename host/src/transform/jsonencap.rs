@@ -5,7 +5,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::transform_cluster;
@@ -13,12 +12,8 @@ use crate::protocol::{Transform, TransformContext};
 
 pub const NAME: &str = "JSONEncap";
 
-#[derive(Debug, Deserialize)]
-pub struct JsonEncapSpec {
-    #[allow(dead_code)]
-    protocol: String,
-}
-
+/// Stateless, so the cluster is the transform itself.
+#[derive(Debug, Clone, Copy)]
 pub struct JsonEncap;
 
 impl Transform for JsonEncap {
@@ -36,11 +31,9 @@ impl Transform for JsonEncap {
     }
 }
 
-transform_cluster!(
-    JsonEncapSpec,
-    NAME,
-    |_spec, _target| Ok::<_, std::io::Error>(JsonEncap)
-);
+transform_cluster!(JsonEncap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
+    JsonEncap
+));
 
 #[cfg(test)]
 mod tests {

@@ -4,18 +4,15 @@
 
 use bytes::Bytes;
 use prometheus::IntCounter;
-use serde::Deserialize;
 
 use super::transform_cluster;
 use crate::protocol::{Transform, TransformContext};
 
 pub const NAME: &str = "Metric";
 
-#[derive(Debug, Deserialize)]
-pub struct MetricSpec {
-    #[allow(dead_code)]
-    protocol: String,
-}
+/// The cluster; each session stage gets a [`Metric`] counting for it.
+#[derive(Debug)]
+pub struct MetricCluster;
 
 pub struct Metric {
     bytes: IntCounter,
@@ -36,7 +33,7 @@ impl Transform for Metric {
     }
 }
 
-transform_cluster!(MetricSpec, NAME, |_spec, target| {
+transform_cluster!(MetricCluster, NAME, |_spec, target| {
     let m = crate::metrics::global();
     Ok::<_, std::io::Error>(Metric {
         bytes: m.metric_bytes.with_label_values(&[target.cluster]),
