@@ -119,6 +119,7 @@ fn jsondecap_undoes_jsonencap_and_drops_garbage() {
     );
     assert_eq!(session["ingress"][0]["stats"]["packets_in"], 1);
     assert_eq!(session["ingress"][1]["stats"]["packets_in"], 1);
+    assert_eq!(session["datapath"], "ring");
 }
 
 #[test]

@@ -25,6 +25,8 @@ fn tcp_to_a_real_upstream_with_half_close() {
     tcp_route(&proxy, port, upstream, json!({}));
     let mut client = tcp_connect(port);
     assert_eq!(tcp_exchange(&mut client, b"hello", 5), b"hello");
+    // Nothing in-process between two TCP sockets: the kernel moves the bytes.
+    assert_eq!(proxy.sessions()[0]["datapath"], "splice");
     // A megabyte each way, content intact.
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let writer = {

@@ -42,6 +42,7 @@ fn udp_echo_keeps_datagram_boundaries() {
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(sessions[0]["metadata"]["UDP"]["dst_port"], port);
     assert_eq!(sessions[0]["source"]["stats"]["packets_in"], 4);
+    assert_eq!(sessions[0]["datapath"], "ring");
     let metrics = proxy.metrics();
     assert!(
         metrics.contains("l7mp_listener_sessions_total{listener=\"udp-echo\"} 1"),
@@ -147,4 +148,6 @@ fn udp_over_ipv6_to_a_udp_cluster() {
     assert_eq!(received.recv_timeout(WAIT).unwrap(), b"six");
     let sessions = proxy.sessions();
     assert_eq!(sessions[0]["metadata"]["IP"]["src_addr"], "::1");
+    // UDP to UDP with nothing between: relayed in one task, no ring.
+    assert_eq!(sessions[0]["datapath"], "relay");
 }

@@ -51,10 +51,59 @@ pub trait ChunkTx: Send {
 /// A live transport: what a listener accepted or a network cluster connected.
 pub struct Conn {
     pub framing: Framing,
-    pub rx: Box<dyn ChunkRx>,
-    pub tx: Box<dyn ChunkTx>,
     /// Who is on the other side, for session listings.
     pub peer: String,
+    io: ConnIo,
+}
+
+enum ConnIo {
+    Chunks(Box<dyn ChunkRx>, Box<dyn ChunkTx>),
+    /// A byte-stream socket kept whole, so that a session with nothing in-process
+    /// between two of them can hand both to splice(2).
+    Socket(stream::StreamSocket),
+}
+
+impl Conn {
+    pub fn chunks(
+        framing: Framing,
+        rx: Box<dyn ChunkRx>,
+        tx: Box<dyn ChunkTx>,
+        peer: String,
+    ) -> Conn {
+        Conn {
+            framing,
+            peer,
+            io: ConnIo::Chunks(rx, tx),
+        }
+    }
+
+    pub fn socket(socket: stream::StreamSocket, peer: String) -> Conn {
+        Conn {
+            framing: Framing::Stream,
+            peer,
+            io: ConnIo::Socket(socket),
+        }
+    }
+
+    pub fn is_socket(&self) -> bool {
+        matches!(self.io, ConnIo::Socket(_))
+    }
+
+    /// The socket, for the splice(2) path; `None` for chunk transports.
+    pub fn into_socket(self) -> Option<stream::StreamSocket> {
+        match self.io {
+            ConnIo::Socket(s) => Some(s),
+            ConnIo::Chunks(..) => None,
+        }
+    }
+
+    /// The two halves, for the chunk path.
+    pub fn into_halves(self) -> (Box<dyn ChunkRx>, Box<dyn ChunkTx>) {
+        match self.io {
+            ConnIo::Chunks(rx, tx) => (rx, tx),
+            ConnIo::Socket(s) => s.into_halves(),
+        }
+    }
 }
 
 impl fmt::Debug for Conn {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{ChunkRx, ClusterProtocol, Conn, Stage, Target, stream};
+use super::{ChunkRx, ClusterProtocol, Conn, Framing, Stage, Target, stream};
 
 pub const NAME: &str = "Stdio";
 
@@ -42,20 +42,16 @@ impl ClusterProtocol for StdioCluster {
                 "stdio is in use by another session",
             )
         })?;
-        let Conn {
-            framing,
-            rx,
-            tx,
-            peer,
-        } = stream::conn(tokio::io::stdin(), tokio::io::stdout(), "stdio".into());
-        Ok(Stage::Conn(Conn {
-            framing,
-            rx: Box::new(Held {
+        let conn = stream::conn(tokio::io::stdin(), tokio::io::stdout(), "stdio".into());
+        let (rx, tx) = conn.into_halves();
+        Ok(Stage::Conn(Conn::chunks(
+            Framing::Stream,
+            Box::new(Held {
                 inner: rx,
                 _guard: guard,
             }),
             tx,
-            peer,
-        }))
+            "stdio".into(),
+        )))
     }
 }

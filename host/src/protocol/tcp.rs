@@ -8,9 +8,9 @@ use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::net::{self, HostPort};
+use super::stream::StreamSocket;
 use super::{
-    ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target,
-    stream,
+    ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target,
 };
 
 pub const NAME: &str = "TCP";
@@ -47,8 +47,10 @@ impl ListenerProtocol for TcpListenerSpec {
                         let _ = stream.set_nodelay(true);
                         let metadata =
                             net::metadata("TCP", stream.local_addr().unwrap_or(local), peer);
-                        let (read, write) = stream.into_split();
-                        let conn = stream::conn(read, write, net::canonical(peer).to_string());
+                        let conn = Conn::socket(
+                            StreamSocket::Tcp(stream),
+                            net::canonical(peer).to_string(),
+                        );
                         cx.accept(Incoming { metadata, conn });
                     }
                     Err(e) => {
@@ -99,7 +101,9 @@ impl ClusterProtocol for TcpClusterSpec {
             .await
             .map_err(|e| net::at(remote, e))?;
         stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
-        Ok(Stage::Conn(stream::conn(read, write, remote.to_string())))
+        Ok(Stage::Conn(Conn::socket(
+            StreamSocket::Tcp(stream),
+            remote.to_string(),
+        )))
     }
 }

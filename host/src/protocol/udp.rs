@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -176,21 +176,20 @@ async fn run_singleton(
 ) {
     loop {
         let (ended_tx, ended) = oneshot::channel();
-        let conn = Conn {
-            framing: Framing::Datagram,
-            rx: Box::new(ConnectedRx {
+        let conn = Conn::chunks(
+            Framing::Datagram,
+            Box::new(ConnectedRx {
                 socket: socket.clone(),
-                buf: BytesMut::new(),
                 ended: Some(EndSignal {
                     tx: Some(ended_tx),
                     read_any: false,
                 }),
             }),
-            tx: Box::new(ConnectedTx {
+            Box::new(ConnectedTx {
                 socket: socket.clone(),
             }),
-            peer: peer.to_string(),
-        };
+            peer.to_string(),
+        );
         cx.accept(Incoming {
             metadata: net::metadata("UDP", local, peer),
             conn,
@@ -230,18 +229,16 @@ async fn run_server(
     idle: Duration,
 ) {
     let sessions: Demux = Arc::default();
-    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        buf.reserve(MAX_DATAGRAM);
-        let peer = match socket.recv_buf_from(&mut buf).await {
-            Ok((_, peer)) => peer,
+        let (datagram, peer) = match socket.recv_from(&mut buf).await {
+            Ok((n, peer)) => (Bytes::copy_from_slice(&buf[..n]), peer),
             Err(e) => {
                 // ICMP errors surface on the listening socket; they concern one peer.
                 tracing::debug!(listener = %cx.name, "recv: {e}");
                 continue;
             }
         };
-        let datagram = buf.split().freeze();
         if !filter.admits(peer) {
             tracing::debug!(listener = %cx.name, %peer, "datagram from a filtered peer dropped");
             continue;
@@ -278,9 +275,9 @@ fn new_peer(
     let _ = tx.try_send(first);
     sessions.lock().expect("demux lock").insert(peer, tx);
     let activity = Arc::new(Activity::new());
-    let conn = Conn {
-        framing: Framing::Datagram,
-        rx: Box::new(DemuxRx {
+    let conn = Conn::chunks(
+        Framing::Datagram,
+        Box::new(DemuxRx {
             rx,
             idle,
             activity: activity.clone(),
@@ -289,13 +286,13 @@ fn new_peer(
                 peer,
             },
         }),
-        tx: Box::new(SendToTx {
+        Box::new(SendToTx {
             socket: socket.clone(),
             peer,
             activity,
         }),
-        peer: net::canonical(peer).to_string(),
-    };
+        net::canonical(peer).to_string(),
+    );
     cx.accept(Incoming {
         metadata: net::metadata("UDP", local, peer),
         conn,
@@ -388,7 +385,6 @@ impl ChunkTx for SendToTx {
 /// a later call; for a datagram stream that is a lost datagram, not a broken session.
 struct ConnectedRx {
     socket: Arc<UdpSocket>,
-    buf: BytesMut,
     ended: Option<EndSignal>,
 }
 
@@ -396,19 +392,36 @@ struct ConnectedRx {
 impl ChunkRx for ConnectedRx {
     async fn recv(&mut self) -> io::Result<Option<Bytes>> {
         loop {
-            self.buf.reserve(MAX_DATAGRAM);
-            match self.socket.recv_buf(&mut self.buf).await {
-                Ok(_) => {
+            self.socket.readable().await?;
+            match recv_datagram(|buf| self.socket.try_recv(buf)) {
+                Ok(datagram) => {
                     if let Some(ended) = &mut self.ended {
                         ended.read_any = true;
                     }
-                    return Ok(Some(self.buf.split().freeze()));
+                    return Ok(Some(datagram));
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+thread_local! {
+    static DATAGRAM: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+/// Receives into this worker thread's buffer and copies out just the datagram, so no
+/// session keeps a 64 KiB buffer of its own.
+fn recv_datagram(recv: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<Bytes> {
+    DATAGRAM.with_borrow_mut(|buf| recv(buf).map(|n| Bytes::copy_from_slice(&buf[..n])))
 }
 
 struct ConnectedTx {
@@ -460,15 +473,14 @@ impl ClusterProtocol for UdpClusterSpec {
             .connect(remote)
             .await
             .map_err(|e| net::at(remote, e))?;
-        Ok(Stage::Conn(Conn {
-            framing: Framing::Datagram,
-            rx: Box::new(ConnectedRx {
+        Ok(Stage::Conn(Conn::chunks(
+            Framing::Datagram,
+            Box::new(ConnectedRx {
                 socket: socket.clone(),
-                buf: BytesMut::new(),
                 ended: None,
             }),
-            tx: Box::new(ConnectedTx { socket }),
-            peer: remote.to_string(),
-        }))
+            Box::new(ConnectedTx { socket }),
+            remote.to_string(),
+        )))
     }
 }

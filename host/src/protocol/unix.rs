@@ -9,9 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 
+use super::stream::StreamSocket;
 use super::{
-    ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net,
-    stream,
+    ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage,
+    Target, net,
 };
 
 pub const NAME: &str = "UnixDomainSocket";
@@ -68,11 +69,10 @@ impl ListenerProtocol for UnixListenerSpec {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        let (read, write) = stream.into_split();
                         let metadata = json!({ "UNIX": { "filename": filename } });
                         cx.accept(Incoming {
                             metadata,
-                            conn: stream::conn(read, write, filename.clone()),
+                            conn: Conn::socket(StreamSocket::Unix(stream), filename.clone()),
                         });
                     }
                     Err(e) => {
@@ -102,7 +102,6 @@ impl ClusterProtocol for UnixCluster {
         let stream = UnixStream::connect(&path)
             .await
             .map_err(|e| net::at(&path, e))?;
-        let (read, write) = stream.into_split();
-        Ok(Stage::Conn(stream::conn(read, write, path)))
+        Ok(Stage::Conn(Conn::socket(StreamSocket::Unix(stream), path)))
     }
 }

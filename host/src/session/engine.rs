@@ -408,14 +408,82 @@ fn meters(at: StageRef, origin: &str) -> Meters {
     }
 }
 
-/// Wires the ring and runs the drivers until every stage has ended, or one fails.
+fn stats_for(
+    session: &Arc<Session>,
+    at: StageRef,
+    origin: &str,
+) -> (StageStats, Arc<tokio::sync::Notify>) {
+    let (counters, kick) = session
+        .with_stage(at, |s| (s.counters.clone(), s.kick.clone()))
+        .expect("every stage of a session has its info");
+    (
+        StageStats {
+            session: session.clone(),
+            at,
+            counters,
+            meters: meters(at, origin),
+        },
+        kick,
+    )
+}
+
+/// Moves the session's data until it ends: directly between source and destination
+/// when nothing sits between them and no reconnect may be needed, else on the ring.
 async fn drive(
+    proxy: &Arc<Proxy>,
+    session: &Arc<Session>,
+    source: Conn,
+    mut opened: Vec<(StageRef, String, Stage)>,
+    retry: Retry,
+) -> Result<(), String> {
+    let bare = opened.len() == 1 && matches!(opened[0].2, Stage::Conn(_)) && !retry.on_disconnect();
+    if !bare {
+        return drive_ring(proxy, session, source, opened, retry).await;
+    }
+    let Some((_, cluster, Stage::Conn(destination))) = opened.pop() else {
+        unreachable!("checked above")
+    };
+    let (source_stats, _) = stats_for(session, StageRef::Source, &session.listener);
+    let (destination_stats, kick) = stats_for(session, StageRef::Destination, &cluster);
+    for at in [StageRef::Source, StageRef::Destination] {
+        session.with_stage(at, |s| s.status = StageStatus::Ready);
+    }
+    let splice = source.is_socket() && destination.is_socket();
+    session.state().datapath = Some(if splice { "splice" } else { "relay" });
+    let relay = async {
+        if splice {
+            let (a, b) = (
+                source.into_socket().expect("a socket"),
+                destination.into_socket().expect("a socket"),
+            );
+            super::direct::splice_pair(a, b, &source_stats, &destination_stats).await
+        } else {
+            super::direct::relay_pair(source, destination, &source_stats, &destination_stats).await
+        }
+    };
+    let result = tokio::select! {
+        r = relay => r,
+        _ = kick.notified() => Err(format!("{}: its endpoint was removed", describe(StageRef::Destination, &cluster))),
+    };
+    metrics::global()
+        .cluster_active
+        .with_label_values(&[&cluster])
+        .dec();
+    for at in [StageRef::Source, StageRef::Destination] {
+        session.with_stage(at, |s| s.status = StageStatus::End);
+    }
+    result
+}
+
+/// Wires the ring and runs the drivers until every stage has ended, or one fails.
+async fn drive_ring(
     proxy: &Arc<Proxy>,
     session: &Arc<Session>,
     source: Conn,
     opened: Vec<(StageRef, String, Stage)>,
     retry: Retry,
 ) -> Result<(), String> {
+    session.state().datapath = Some("ring");
     let mut ring: Vec<(StageRef, String, Stage)> = Vec::with_capacity(opened.len() + 1);
     ring.push((
         StageRef::Source,
@@ -428,19 +496,12 @@ async fn drive(
         .unzip();
     let mut drivers = JoinSet::new();
     for (i, ((at, origin, stage), inbox)) in ring.into_iter().zip(inboxes).enumerate() {
-        let (counters, kick) = session
-            .with_stage(at, |s| (s.counters.clone(), s.kick.clone()))
-            .expect("every ring stage has its info");
+        let (stats, kick) = stats_for(session, at, &origin);
         let wiring = Wiring {
             inbox,
             out: Some(senders[(i + 1) % senders.len()].clone()),
             kick,
-            stats: StageStats {
-                session: session.clone(),
-                at,
-                counters,
-                meters: meters(at, &origin),
-            },
+            stats,
         };
         let cluster = origin.clone();
         let retry: Option<Box<dyn Reconnect>> = (at != StageRef::Source).then(|| {

@@ -2,6 +2,7 @@
 //! keeps the session objects the API lists; [`engine`] routes and connects them and
 //! [`stage`] moves their data.
 
+mod direct;
 pub mod engine;
 pub mod stage;
 
@@ -132,6 +133,8 @@ pub struct SessionState {
     pub uses: Vec<(Kind, String)>,
     pub error: Option<String>,
     pub ended: Option<Instant>,
+    /// How data moves: `splice`, `relay` (one task, no ring) or `ring`.
+    pub datapath: Option<&'static str>,
 }
 
 pub struct Session {
@@ -169,6 +172,7 @@ impl Session {
                 uses: vec![(Kind::Listener, listener.to_owned())],
                 error: None,
                 ended: None,
+                datapath: None,
             }),
             kill: CancellationToken::new(),
         }
@@ -234,6 +238,9 @@ impl Session {
             "created": self.created.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default(),
             "events": state.events,
         });
+        if let Some(datapath) = state.datapath {
+            out["datapath"] = json!(datapath);
+        }
         if let Some(error) = &state.error {
             out["error"] = json!(error);
         }

@@ -35,7 +35,7 @@ pub struct StageStats {
 }
 
 impl StageStats {
-    fn received(&self, n: usize) {
+    pub fn received(&self, n: usize) {
         self.counters
             .bytes_in
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -43,7 +43,7 @@ impl StageStats {
         self.meters.bytes_in.inc_by(n as u64);
         self.meters.packets_in.inc();
     }
-    fn sent(&self, n: usize) {
+    pub fn sent(&self, n: usize) {
         self.counters
             .bytes_out
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -142,9 +142,11 @@ async fn pump_tx(
 /// Drives a connection stage until both directions end, or it fails for good.
 pub async fn run_conn(
     mut w: Wiring,
-    mut conn: Conn,
+    conn: Conn,
     retry: Option<Box<dyn Reconnect>>,
 ) -> Result<(), String> {
+    let datagram = conn.framing == Framing::Datagram;
+    let (mut rx, mut tx) = conn.into_halves();
     let may_retry = || retry.as_ref().is_some_and(|r| r.allowed());
     let (mut rx_done, mut tx_done) = (false, false);
     // Mirrors `tx_done` for the receiving pump, which runs while this loop waits.
@@ -153,8 +155,7 @@ pub async fn run_conn(
     w.stats.status(StageStatus::Ready);
     loop {
         let outcome = {
-            let datagram = conn.framing == Framing::Datagram;
-            let Conn { rx, tx, .. } = &mut conn;
+            let (rx, tx) = (&mut rx, &mut tx);
             let Wiring {
                 inbox,
                 out,
@@ -206,9 +207,10 @@ pub async fn run_conn(
                 w.stats.status(StageStatus::Disconnected);
                 let retry = retry.as_ref().expect("only a retried stage breaks");
                 let received = w.stats.counters.packets_in.load(Ordering::Relaxed);
-                conn = retry
+                (rx, tx) = retry
                     .reconnect(&why, received > received_at_connect)
-                    .await?;
+                    .await?
+                    .into_halves();
                 received_at_connect = w.stats.counters.packets_in.load(Ordering::Relaxed);
                 rx_done = false;
                 w.stats.status(StageStatus::Ready);
