@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("-l: {e}")),
     };
     logging::init(level);
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,6 +136,18 @@ async fn run(cli: Cli) -> ExitCode {
     shutdown_signal().await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS
+}
+
+/// Every session holds sockets: let the soft limit on open files go up to the hard one.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct; a failure leaves the old limit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,211 @@
+//! The proxies under test, each started on its own ports in front of the same
+//! upstreams: l7mp, socat, HAProxy, nginx (stream module), and no proxy at all.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy)]
+pub struct Upstreams {
+    pub sink: u16,
+    pub tcp_echo: u16,
+    pub udp_echo: u16,
+    pub udp_counter: u16,
+    pub holder: u16,
+}
+
+/// Front ports of one peer, one per upstream (`None`: the peer cannot do that).
+#[derive(Clone, Copy, Default)]
+pub struct Fronts {
+    pub sink: Option<u16>,
+    pub tcp_echo: Option<u16>,
+    pub udp_echo: Option<u16>,
+    pub udp_counter: Option<u16>,
+    pub holder: Option<u16>,
+    /// l7mp only: a listener with a few rules in front of a HashRing cluster (echo).
+    pub rules_echo: Option<u16>,
+}
+
+pub struct Peer {
+    pub name: &'static str,
+    pub fronts: Fronts,
+    children: Vec<Child>,
+    _dir: Option<TempDir>,
+}
+
+impl Peer {
+    /// Process ids whose memory counts for this peer (forked children are found at
+    /// measurement time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("l7mp-bench-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_tcp(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+pub fn direct(up: Upstreams) -> Peer {
+    let fronts = Fronts {
+        sink: Some(up.sink),
+        tcp_echo: Some(up.tcp_echo),
+        udp_echo: Some(up.udp_echo),
+        udp_counter: Some(up.udp_counter),
+        holder: Some(up.holder),
+        rules_echo: None,
+    };
+    Peer { name: "direct", fronts, children: Vec::new(), _dir: None }
+}
+
+fn fronts_all() -> Fronts {
+    Fronts {
+        sink: Some(free_port()),
+        tcp_echo: Some(free_port()),
+        udp_echo: Some(free_port()),
+        udp_counter: Some(free_port()),
+        holder: Some(free_port()),
+        rules_echo: None,
+    }
+}
+
+pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
+    let dir = TempDir::new("l7mp");
+    let mut f = fronts_all();
+    f.rules_echo = Some(free_port());
+    let tcp = |name: &str, port: u16, upstream: u16| {
+        format!(
+            "  - name: {name}\n    spec: {{protocol: TCP, port: {port}, address: 127.0.0.1}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: TCP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
+        )
+    };
+    let udp = |name: &str, port: u16, upstream: u16| {
+        format!(
+            "  - name: {name}\n    spec: {{protocol: UDP, port: {port}, address: 127.0.0.1}}\n    options: {{mode: server, idle_timeout: 60}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: UDP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
+        )
+    };
+    let rules = format!(
+        "  - name: rules\n    spec: {{protocol: TCP, port: {port}, address: 127.0.0.1}}\n    rules:\n      - match: {{op: test, path: /IP/src_addr, value: 10.1.1.1}}\n        action: {{route: {{destination: ring}}}}\n      - match: {{op: and, apply: [{{op: starts, path: /IP/src_addr, value: '192.'}}, {{op: more, path: /TCP/src_port, value: 0}}]}}\n        action: {{route: {{destination: ring}}}}\n      - match: {{op: starts, path: /IP/src_addr, value: '127.'}}\n        action:\n          rewrite: [{{path: /labels/tenant, value: bench}}]\n          route: {{destination: ring}}\nclusters:\n  - name: ring\n    spec: {{protocol: TCP, port: {upstream}}}\n    loadbalancer: {{policy: HashRing, key: /TCP/src_port}}\n    endpoints:\n      - {{name: e1, spec: {{address: 127.0.0.1}}}}\n      - {{name: e2, spec: {{address: 127.0.0.1}}, weight: 2}}\n      - {{name: e3, spec: {{address: 127.0.0.1}}}}\n",
+        port = f.rules_echo.unwrap(),
+        upstream = up.tcp_echo
+    );
+    let config = format!(
+        "admin: {{log_level: error}}\nlisteners:\n{}{}{}{}{}{}",
+        tcp("sink", f.sink.unwrap(), up.sink),
+        tcp("echo", f.tcp_echo.unwrap(), up.tcp_echo),
+        tcp("holder", f.holder.unwrap(), up.holder),
+        udp("uecho", f.udp_echo.unwrap(), up.udp_echo),
+        udp("ucount", f.udp_counter.unwrap(), up.udp_counter),
+        rules
+    );
+    let path = dir.0.join("l7mp.yaml");
+    std::fs::write(&path, config).unwrap();
+    let child = spawn(Command::new(binary).args(["-c", path.to_str().unwrap(), "--admin", "off", "-l", "error"]));
+    wait_tcp(f.tcp_echo.unwrap());
+    Peer { name: "l7mp", fronts: f, children: vec![child], _dir: Some(dir) }
+}
+
+pub fn socat(up: Upstreams) -> Peer {
+    let f = fronts_all();
+    let mut children = Vec::new();
+    for (front, upstream) in [(f.sink, up.sink), (f.tcp_echo, up.tcp_echo), (f.holder, up.holder)] {
+        let front = front.unwrap();
+        children.push(spawn(Command::new("socat").args([
+            format!("TCP-LISTEN:{front},bind=127.0.0.1,fork,reuseaddr,backlog=4096"),
+            format!("TCP:127.0.0.1:{upstream},nodelay"),
+        ])));
+    }
+    for (front, upstream) in [(f.udp_echo, up.udp_echo), (f.udp_counter, up.udp_counter)] {
+        children.push(spawn(Command::new("socat").args([
+            format!("UDP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr", front.unwrap()),
+            format!("UDP:127.0.0.1:{upstream}"),
+        ])));
+    }
+    wait_tcp(f.tcp_echo.unwrap());
+    Peer { name: "socat", fronts: f, children, _dir: None }
+}
+
+pub fn haproxy(up: Upstreams) -> Peer {
+    let dir = TempDir::new("haproxy");
+    let mut f = fronts_all();
+    f.udp_echo = None;
+    f.udp_counter = None;
+    let mut cfg = String::from(
+        "global\n  maxconn 9500\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 5m\n  timeout server 5m\n",
+    );
+    for (name, front, upstream) in [("sink", f.sink, up.sink), ("echo", f.tcp_echo, up.tcp_echo), ("hold", f.holder, up.holder)] {
+        cfg += &format!(
+            "frontend f_{name}\n  bind 127.0.0.1:{}\n  default_backend b_{name}\nbackend b_{name}\n  server s 127.0.0.1:{upstream}\n",
+            front.unwrap()
+        );
+    }
+    let path = dir.0.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = spawn(Command::new("haproxy").args(["-f", path.to_str().unwrap(), "-db"]));
+    wait_tcp(f.tcp_echo.unwrap());
+    Peer { name: "haproxy", fronts: f, children: vec![child], _dir: Some(dir) }
+}
+
+pub fn nginx(up: Upstreams) -> Peer {
+    let dir = TempDir::new("nginx");
+    let f = fronts_all();
+    let mut servers = String::new();
+    for (front, upstream) in [(f.sink, up.sink), (f.tcp_echo, up.tcp_echo), (f.holder, up.holder)] {
+        servers += &format!("  server {{ listen 127.0.0.1:{}; proxy_pass 127.0.0.1:{upstream}; tcp_nodelay on; }}\n", front.unwrap());
+    }
+    for (front, upstream) in [(f.udp_echo, up.udp_echo), (f.udp_counter, up.udp_counter)] {
+        servers += &format!(
+            "  server {{ listen 127.0.0.1:{} udp; proxy_pass 127.0.0.1:{upstream}; proxy_timeout 60s; }}\n",
+            front.unwrap()
+        );
+    }
+    let d = dir.0.display();
+    let cfg = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nuser root;\nworker_processes 2;\nworker_rlimit_nofile 20000;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log error;\nevents {{ worker_connections 9500; }}\nstream {{\n{servers}}}\n"
+    );
+    let path = dir.0.join("nginx.conf");
+    std::fs::write(&path, cfg).unwrap();
+    let child = spawn(Command::new("nginx").args(["-c", path.to_str().unwrap(), "-p", &d.to_string()]));
+    wait_tcp(f.tcp_echo.unwrap());
+    Peer { name: "nginx", fronts: f, children: vec![child], _dir: Some(dir) }
+}
+
+/// Whether a peer's program is installed.
+pub fn available(program: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
