@@ -18,7 +18,12 @@ fn connect(port: u16) -> TcpStream {
 
 /// Sends `bytes_per_stream` over each of `streams` connections into the verifying sink;
 /// returns Gbit/s of payload that arrived intact.
-pub fn tcp_throughput(front: u16, sink: &Sink, streams: usize, bytes_per_stream: u64) -> Result<f64, String> {
+pub fn tcp_throughput(
+    front: u16,
+    sink: &Sink,
+    streams: usize,
+    bytes_per_stream: u64,
+) -> Result<f64, String> {
     let finished_before = sink.finished.load(Ordering::SeqCst);
     let received_before = sink.received.load(Ordering::SeqCst);
     let corrupt_before = sink.corrupt.load(Ordering::SeqCst);
@@ -37,7 +42,8 @@ pub fn tcp_throughput(front: u16, sink: &Sink, streams: usize, bytes_per_stream:
                     s.write_all(&block[..n]).map_err(|e| e.to_string())?;
                     offset += n as u64;
                 }
-                s.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+                s.shutdown(std::net::Shutdown::Write)
+                    .map_err(|e| e.to_string())?;
                 // Hold the connection until the sink has everything (a proxy may close
                 // the upstream side when we close ours).
                 let _ = s.read(&mut [0u8; 1]);
@@ -56,7 +62,9 @@ pub fn tcp_throughput(front: u16, sink: &Sink, streams: usize, bytes_per_stream:
         w.join().map_err(|_| "writer panicked".to_string())??;
     }
     let received = sink.received.load(Ordering::SeqCst) - received_before;
-    if received != streams as u64 * bytes_per_stream || sink.corrupt.load(Ordering::SeqCst) != corrupt_before {
+    if received != streams as u64 * bytes_per_stream
+        || sink.corrupt.load(Ordering::SeqCst) != corrupt_before
+    {
         return Err(format!("data lost or corrupted: {received} bytes arrived"));
     }
     Ok(received as f64 * 8.0 / secs / 1e9)
@@ -89,7 +97,8 @@ pub fn tcp_rtt(front: u16, rounds: usize) -> Result<(f64, f64), String> {
 pub fn udp_rtt(front: u16, rounds: usize) -> Result<(f64, f64), String> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.connect(("127.0.0.1", front)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let msg = [7u8; 64];
     let mut back = [0u8; 256];
     let mut times = Vec::with_capacity(rounds);
@@ -181,7 +190,10 @@ pub fn session_rate(front: u16, workers: usize, secs: f64) -> Result<f64, String
 
 fn set_linger_zero(s: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a live socket with a correctly sized struct.
     unsafe {
         libc::setsockopt(
@@ -200,15 +212,24 @@ pub fn rss(pids: &[u32]) -> u64 {
     let mut i = 0;
     while i < all.len() {
         let parent = all[i];
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")) {
-            all.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        if let Ok(children) =
+            std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        {
+            all.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
         i += 1;
     }
     all.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|status| {
-            status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .sum::<u64>()
         * 1024
@@ -220,7 +241,8 @@ pub fn idle_tcp_memory(front: u16, pids: &[u32], n: usize) -> Result<f64, String
     let before = rss(pids);
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut s = TcpStream::connect(("127.0.0.1", front)).map_err(|e| format!("after {} sessions: {e}", held.len()))?;
+        let mut s = TcpStream::connect(("127.0.0.1", front))
+            .map_err(|e| format!("after {} sessions: {e}", held.len()))?;
         s.write_all(b"x").map_err(|e| e.to_string())?;
         held.push(s);
     }
@@ -238,7 +260,8 @@ pub fn idle_udp_memory(front: u16, pids: &[u32], n: usize) -> Result<f64, String
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        s.send_to(b"x", ("127.0.0.1", front)).map_err(|e| e.to_string())?;
+        s.send_to(b"x", ("127.0.0.1", front))
+            .map_err(|e| e.to_string())?;
         held.push(s);
         if i % 500 == 499 {
             std::thread::sleep(Duration::from_millis(20));

@@ -27,18 +27,33 @@ fn options() -> Options {
         quick: false,
         sessions: 9_000,
         out: None,
-        l7mp: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/l7mp")),
+        l7mp: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/release/l7mp"
+        )),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => o.quick = true,
-            "--rounds" => o.rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
-            "--sessions" => o.sessions = args.next().and_then(|v| v.parse().ok()).expect("--sessions N"),
+            "--rounds" => {
+                o.rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--rounds N")
+            }
+            "--sessions" => {
+                o.sessions = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--sessions N")
+            }
             "--out" => o.out = args.next().map(PathBuf::from),
             "--l7mp" => o.l7mp = args.next().map(PathBuf::from).expect("--l7mp PATH"),
             other => {
-                eprintln!("usage: l7mp-bench [--quick] [--rounds N] [--sessions N] [--out FILE] [--l7mp PATH]\nunknown argument {other}");
+                eprintln!(
+                    "usage: l7mp-bench [--quick] [--rounds N] [--sessions N] [--out FILE] [--l7mp PATH]\nunknown argument {other}"
+                );
                 std::process::exit(2);
             }
         }
@@ -54,7 +69,10 @@ fn options() -> Options {
 /// session through a proxy costs the proxy two descriptors, so the open-file limit
 /// bounds `--sessions`).
 fn raise_fd_limit() -> u64 {
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid struct; a failure leaves the old limit.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
@@ -71,9 +89,19 @@ struct Context {
 
 type Results = BTreeMap<&'static str, BTreeMap<&'static str, Vec<f64>>>;
 
-fn record(results: &mut Results, metric: &'static str, peer: &'static str, value: Result<f64, String>) {
+fn record(
+    results: &mut Results,
+    metric: &'static str,
+    peer: &'static str,
+    value: Result<f64, String>,
+) {
     match value {
-        Ok(v) => results.entry(metric).or_default().entry(peer).or_default().push(v),
+        Ok(v) => results
+            .entry(metric)
+            .or_default()
+            .entry(peer)
+            .or_default()
+            .push(v),
         Err(e) => eprintln!("  {metric} / {peer}: {e}"),
     }
 }
@@ -83,10 +111,17 @@ fn main() {
     let fds = raise_fd_limit();
     let most = (fds.saturating_sub(500) / 2) as usize;
     if o.sessions > most {
-        eprintln!("--sessions {} needs more than the open-file limit ({fds}) allows: using {most}", o.sessions);
+        eprintln!(
+            "--sessions {} needs more than the open-file limit ({fds}) allows: using {most}",
+            o.sessions
+        );
         o.sessions = most;
     }
-    assert!(o.l7mp.exists(), "{} not found: build it with cargo build --release -p l7mp", o.l7mp.display());
+    assert!(
+        o.l7mp.exists(),
+        "{} not found: build it with cargo build --release -p l7mp",
+        o.l7mp.display()
+    );
     let sink = upstream::tcp_sink();
     let (udp_counter_port, udp_counter) = upstream::udp_counter();
     let up = Upstreams {
@@ -98,7 +133,11 @@ fn main() {
     };
     let cx = Context { sink, udp_counter };
     let mut peers: Vec<Peer> = vec![peers::direct(up), peers::l7mp(&o.l7mp, up)];
-    for (program, start) in [("socat", peers::socat as fn(Upstreams) -> Peer), ("haproxy", peers::haproxy), ("nginx", peers::nginx)] {
+    for (program, start) in [
+        ("socat", peers::socat as fn(Upstreams) -> Peer),
+        ("haproxy", peers::haproxy),
+        ("nginx", peers::nginx),
+    ] {
         if peers::available(program) {
             peers.push(start(up));
         } else {
@@ -107,7 +146,11 @@ fn main() {
     }
     let names: Vec<&'static str> = peers.iter().map(|p| p.name).collect();
     let gib = 1u64 << 30;
-    let (one_stream, per_stream8) = if o.quick { (gib / 4, gib / 32) } else { (2 * gib, gib / 4) };
+    let (one_stream, per_stream8) = if o.quick {
+        (gib / 4, gib / 32)
+    } else {
+        (2 * gib, gib / 4)
+    };
     let mut results = Results::new();
 
     for round in 0..o.rounds {
@@ -115,8 +158,18 @@ fn main() {
         for p in &peers {
             let f = p.fronts;
             if let Some(port) = f.sink {
-                record(&mut results, "tcp_1stream_gbps", p.name, load::tcp_throughput(port, &cx.sink, 1, one_stream));
-                record(&mut results, "tcp_8streams_gbps", p.name, load::tcp_throughput(port, &cx.sink, 8, per_stream8));
+                record(
+                    &mut results,
+                    "tcp_1stream_gbps",
+                    p.name,
+                    load::tcp_throughput(port, &cx.sink, 1, one_stream),
+                );
+                record(
+                    &mut results,
+                    "tcp_8streams_gbps",
+                    p.name,
+                    load::tcp_throughput(port, &cx.sink, 8, per_stream8),
+                );
             }
             if let Some(port) = f.tcp_echo {
                 match load::tcp_rtt(port, 5000) {
@@ -137,21 +190,48 @@ fn main() {
                 }
             }
             if let Some(port) = f.udp_counter {
-                record(&mut results, "udp_100b_pps", p.name, load::udp_pps(port, &cx.udp_counter, 2.0, 5_000_000));
+                record(
+                    &mut results,
+                    "udp_100b_pps",
+                    p.name,
+                    load::udp_pps(port, &cx.udp_counter, 2.0, 5_000_000),
+                );
             }
             if let Some(port) = f.rules_echo.or(f.tcp_echo) {
-                record(&mut results, "tcp_new_sessions_per_s", p.name, load::session_rate(port, 8, 2.0));
+                record(
+                    &mut results,
+                    "tcp_new_sessions_per_s",
+                    p.name,
+                    load::session_rate(port, 8, 2.0),
+                );
             }
         }
     }
-    eprintln!("idle sessions ({} each; socat forks a process per session, so it gets 300)", o.sessions);
+    eprintln!(
+        "idle sessions ({} each; socat forks a process per session, so it gets 300)",
+        o.sessions
+    );
     for p in peers.iter().filter(|p| p.name != "direct") {
-        let n = if p.name == "socat" { o.sessions.min(300) } else { o.sessions };
+        let n = if p.name == "socat" {
+            o.sessions.min(300)
+        } else {
+            o.sessions
+        };
         if let Some(port) = p.fronts.holder {
-            record(&mut results, "idle_tcp_bytes_per_session", p.name, load::idle_tcp_memory(port, &p.pids(), n));
+            record(
+                &mut results,
+                "idle_tcp_bytes_per_session",
+                p.name,
+                load::idle_tcp_memory(port, &p.pids(), n),
+            );
         }
         if let Some(port) = p.fronts.udp_echo {
-            record(&mut results, "idle_udp_bytes_per_session", p.name, load::idle_udp_memory(port, &p.pids(), n));
+            record(
+                &mut results,
+                "idle_udp_bytes_per_session",
+                p.name,
+                load::idle_udp_memory(port, &p.pids(), n),
+            );
         }
     }
     let report = report(&results, &names);
@@ -179,7 +259,18 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn medians(results: &Results) -> Value {
-    json!(results.iter().map(|(m, peers)| (*m, peers.iter().map(|(p, v)| (*p, median(v))).collect::<BTreeMap<_, _>>())).collect::<BTreeMap<_, _>>())
+    json!(
+        results
+            .iter()
+            .map(|(m, peers)| (
+                *m,
+                peers
+                    .iter()
+                    .map(|(p, v)| (*p, median(v)))
+                    .collect::<BTreeMap<_, _>>()
+            ))
+            .collect::<BTreeMap<_, _>>()
+    )
 }
 
 fn get(results: &Results, metric: &str, peer: &str) -> Option<f64> {
@@ -193,7 +284,11 @@ fn is_latency(metric: &str) -> bool {
 
 fn comparable(results: &Results, metric: &str, peer: &str) -> Option<f64> {
     let v = get(results, metric, peer)?;
-    if is_latency(metric) { Some(v - get(results, metric, "direct")?) } else { Some(v) }
+    if is_latency(metric) {
+        Some(v - get(results, metric, "direct")?)
+    } else {
+        Some(v)
+    }
 }
 
 fn report(results: &Results, peers: &[&'static str]) -> String {
@@ -214,13 +309,23 @@ fn report(results: &Results, peers: &[&'static str]) -> String {
             let cell = by_peer.get(p).map(|v| {
                 let mut s = v.clone();
                 s.sort_by(f64::total_cmp);
-                format!("{} [{}..{}]", fmt(median(v)), fmt(s[0]), fmt(s[s.len() - 1]))
+                format!(
+                    "{} [{}..{}]",
+                    fmt(median(v)),
+                    fmt(s[0]),
+                    fmt(s[s.len() - 1])
+                )
             });
             out += &format!("{:>width$}", cell.unwrap_or_else(|| "-".into()));
         }
         for o in &others {
-            let ratio = match (comparable(results, metric, "l7mp"), comparable(results, metric, o)) {
-                (Some(a), Some(b)) if b != 0.0 && !(is_latency(metric) && **o == "direct") => format!("{:.2}x", a / b),
+            let ratio = match (
+                comparable(results, metric, "l7mp"),
+                comparable(results, metric, o),
+            ) {
+                (Some(a), Some(b)) if b != 0.0 && !(is_latency(metric) && **o == "direct") => {
+                    format!("{:.2}x", a / b)
+                }
                 _ => "-".into(),
             };
             out += &format!("{ratio:>14}");
@@ -235,7 +340,11 @@ fn report(results: &Results, peers: &[&'static str]) -> String {
 }
 
 fn fmt(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn targets(r: &Results) -> Value {

@@ -67,19 +67,30 @@ impl Drop for TempDir {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_tcp(port: u16) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
 pub fn direct(up: Upstreams) -> Peer {
@@ -91,7 +102,12 @@ pub fn direct(up: Upstreams) -> Peer {
         holder: Some(up.holder),
         rules_echo: None,
     };
-    Peer { name: "direct", fronts, children: Vec::new(), _dir: None }
+    Peer {
+        name: "direct",
+        fronts,
+        children: Vec::new(),
+        _dir: None,
+    }
 }
 
 fn fronts_all() -> Fronts {
@@ -135,15 +151,31 @@ pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
     );
     let path = dir.0.join("l7mp.yaml");
     std::fs::write(&path, config).unwrap();
-    let child = spawn(Command::new(binary).args(["-c", path.to_str().unwrap(), "--admin", "off", "-l", "error"]));
+    let child = spawn(Command::new(binary).args([
+        "-c",
+        path.to_str().unwrap(),
+        "--admin",
+        "off",
+        "-l",
+        "error",
+    ]));
     wait_tcp(f.tcp_echo.unwrap());
-    Peer { name: "l7mp", fronts: f, children: vec![child], _dir: Some(dir) }
+    Peer {
+        name: "l7mp",
+        fronts: f,
+        children: vec![child],
+        _dir: Some(dir),
+    }
 }
 
 pub fn socat(up: Upstreams) -> Peer {
     let f = fronts_all();
     let mut children = Vec::new();
-    for (front, upstream) in [(f.sink, up.sink), (f.tcp_echo, up.tcp_echo), (f.holder, up.holder)] {
+    for (front, upstream) in [
+        (f.sink, up.sink),
+        (f.tcp_echo, up.tcp_echo),
+        (f.holder, up.holder),
+    ] {
         let front = front.unwrap();
         children.push(spawn(Command::new("socat").args([
             format!("TCP-LISTEN:{front},bind=127.0.0.1,fork,reuseaddr,backlog=4096"),
@@ -152,12 +184,20 @@ pub fn socat(up: Upstreams) -> Peer {
     }
     for (front, upstream) in [(f.udp_echo, up.udp_echo), (f.udp_counter, up.udp_counter)] {
         children.push(spawn(Command::new("socat").args([
-            format!("UDP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr", front.unwrap()),
+            format!(
+                "UDP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr",
+                front.unwrap()
+            ),
             format!("UDP:127.0.0.1:{upstream}"),
         ])));
     }
     wait_tcp(f.tcp_echo.unwrap());
-    Peer { name: "socat", fronts: f, children, _dir: None }
+    Peer {
+        name: "socat",
+        fronts: f,
+        children,
+        _dir: None,
+    }
 }
 
 pub fn haproxy(up: Upstreams) -> Peer {
@@ -168,7 +208,11 @@ pub fn haproxy(up: Upstreams) -> Peer {
     let mut cfg = String::from(
         "global\n  maxconn 9500\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 5m\n  timeout server 5m\n",
     );
-    for (name, front, upstream) in [("sink", f.sink, up.sink), ("echo", f.tcp_echo, up.tcp_echo), ("hold", f.holder, up.holder)] {
+    for (name, front, upstream) in [
+        ("sink", f.sink, up.sink),
+        ("echo", f.tcp_echo, up.tcp_echo),
+        ("hold", f.holder, up.holder),
+    ] {
         cfg += &format!(
             "frontend f_{name}\n  bind 127.0.0.1:{}\n  default_backend b_{name}\nbackend b_{name}\n  server s 127.0.0.1:{upstream}\n",
             front.unwrap()
@@ -178,15 +222,27 @@ pub fn haproxy(up: Upstreams) -> Peer {
     std::fs::write(&path, cfg).unwrap();
     let child = spawn(Command::new("haproxy").args(["-f", path.to_str().unwrap(), "-db"]));
     wait_tcp(f.tcp_echo.unwrap());
-    Peer { name: "haproxy", fronts: f, children: vec![child], _dir: Some(dir) }
+    Peer {
+        name: "haproxy",
+        fronts: f,
+        children: vec![child],
+        _dir: Some(dir),
+    }
 }
 
 pub fn nginx(up: Upstreams) -> Peer {
     let dir = TempDir::new("nginx");
     let f = fronts_all();
     let mut servers = String::new();
-    for (front, upstream) in [(f.sink, up.sink), (f.tcp_echo, up.tcp_echo), (f.holder, up.holder)] {
-        servers += &format!("  server {{ listen 127.0.0.1:{}; proxy_pass 127.0.0.1:{upstream}; tcp_nodelay on; }}\n", front.unwrap());
+    for (front, upstream) in [
+        (f.sink, up.sink),
+        (f.tcp_echo, up.tcp_echo),
+        (f.holder, up.holder),
+    ] {
+        servers += &format!(
+            "  server {{ listen 127.0.0.1:{}; proxy_pass 127.0.0.1:{upstream}; tcp_nodelay on; }}\n",
+            front.unwrap()
+        );
     }
     for (front, upstream) in [(f.udp_echo, up.udp_echo), (f.udp_counter, up.udp_counter)] {
         servers += &format!(
@@ -200,12 +256,22 @@ pub fn nginx(up: Upstreams) -> Peer {
     );
     let path = dir.0.join("nginx.conf");
     std::fs::write(&path, cfg).unwrap();
-    let child = spawn(Command::new("nginx").args(["-c", path.to_str().unwrap(), "-p", &d.to_string()]));
+    let child =
+        spawn(Command::new("nginx").args(["-c", path.to_str().unwrap(), "-p", &d.to_string()]));
     wait_tcp(f.tcp_echo.unwrap());
-    Peer { name: "nginx", fronts: f, children: vec![child], _dir: Some(dir) }
+    Peer {
+        name: "nginx",
+        fronts: f,
+        children: vec![child],
+        _dir: Some(dir),
+    }
 }
 
 /// Whether a peer's program is installed.
 pub fn available(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

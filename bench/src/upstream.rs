@@ -23,7 +23,11 @@ pub struct Sink {
 pub fn tcp_sink() -> Sink {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let (received, corrupt, finished) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (received, corrupt, finished) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let (r, c, f) = (received.clone(), corrupt.clone(), finished.clone());
     std::thread::spawn(move || {
         for conn in l.incoming() {
@@ -54,7 +58,12 @@ pub fn tcp_sink() -> Sink {
             });
         }
     });
-    Sink { port, received, corrupt, finished }
+    Sink {
+        port,
+        received,
+        corrupt,
+        finished,
+    }
 }
 
 /// Echoes every connection's bytes back.
@@ -110,7 +119,13 @@ pub fn udp_counter() -> (u16, Arc<AtomicU64>) {
 pub fn set_rcvbuf(s: &impl std::os::fd::AsRawFd, bytes: i32) {
     // SAFETY: setsockopt on a live socket with a correctly sized int.
     unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&bytes as *const i32).cast(), 4);
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            4,
+        );
     }
 }
 

@@ -97,6 +97,17 @@ fn error_codes_name_the_problem() {
         "cannot start",
     );
     assert_eq!(proxy.get("/api/v1/listeners/l3").0, 404);
+    // The same for UDP, where SO_REUSEADDR/SO_REUSEPORT must not make a second bind
+    // succeed silently.
+    let udp_port = free_udp_port();
+    let udp = |name: &str| json!({"listener": {"name": name, "spec": {"protocol": "UDP", "port": udp_port}, "rules": "rl"}});
+    proxy.create("/api/v1/listeners", udp("u1"));
+    check(
+        proxy.post("/api/v1/listeners", udp("u2")),
+        409,
+        "Address already in use",
+    );
+    assert_eq!(proxy.get("/api/v1/listeners/u2").0, 404);
     // A failed request leaves nothing half-made: the inline cluster is not there either.
     let (status, _) = proxy.post(
         "/api/v1/listeners",

@@ -10,6 +10,7 @@ pub mod stdio;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
+mod udp_batch;
 pub mod unix;
 
 use std::fmt;
@@ -37,12 +38,34 @@ pub enum Framing {
 pub trait ChunkRx: Send {
     /// The next chunk; `None` at end of stream.
     async fn recv(&mut self) -> io::Result<Option<Bytes>>;
+
+    /// Waits for at least one chunk and appends it, with any others ready now, to
+    /// `out`; `false` at end of stream. Datagram sockets receive a batch per syscall.
+    async fn recv_batch(&mut self, out: &mut Vec<Bytes>) -> io::Result<bool> {
+        match self.recv().await? {
+            Some(chunk) => {
+                out.push(chunk);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// The sending half of a connection.
 #[async_trait]
 pub trait ChunkTx: Send {
     async fn send(&mut self, chunk: Bytes) -> io::Result<()>;
+
+    /// Sends every chunk of `chunks` in order, emptying it. Datagram sockets send a
+    /// batch per syscall.
+    async fn send_batch(&mut self, chunks: &mut Vec<Bytes>) -> io::Result<()> {
+        for chunk in chunks.drain(..) {
+            self.send(chunk).await?;
+        }
+        Ok(())
+    }
+
     /// No more chunks will be sent: a byte stream half-closes, a datagram socket does
     /// nothing.
     async fn close(&mut self) -> io::Result<()>;

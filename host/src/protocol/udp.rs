@@ -9,9 +9,10 @@
 //! filter which peers a server accepts. The cluster opens a socket per session stage,
 //! bound to `bind` when given and connected to the endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,10 +20,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::net::{self, HostPort};
+use super::udp_batch;
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
@@ -87,16 +90,36 @@ impl UdpListenerSpec {
     }
 }
 
-fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+enum Reuse {
+    /// A listener: the port must be free; sessions will share it.
+    Listener,
+    /// A server-mode session: the listener's address again, connected to one peer.
+    Session,
+    /// A cluster socket: `bind` may name a port that other sessions bind too.
+    Cluster,
+}
+
+fn new_socket(addr: SocketAddr, reuse: Reuse, peer: Option<SocketAddr>) -> io::Result<UdpSocket> {
+    if matches!(reuse, Reuse::Listener) && addr.port() != 0 {
+        // SO_REUSEPORT would let a second bind succeed silently: check that the port
+        // is free with a plain bind first.
+        std::net::UdpSocket::bind(addr).map_err(|e| net::at(addr, e))?;
+    }
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
         socket2::Domain::IPV6
     };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    match reuse {
+        Reuse::Listener | Reuse::Session => socket.set_reuse_port(true)?,
+        Reuse::Cluster => socket.set_reuse_address(addr.port() != 0)?,
+    }
     socket.bind(&addr.into()).map_err(|e| net::at(addr, e))?;
+    if let Some(peer) = peer {
+        socket.connect(&peer.into()).map_err(|e| net::at(peer, e))?;
+    }
     UdpSocket::from_std(socket.into())
 }
 
@@ -119,7 +142,7 @@ impl ListenerProtocol for UdpListenerSpec {
             .or(self.options.as_ref().and_then(|o| o.idle_timeout))
             .unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let addr = net::bind_addr(self.address.as_deref(), self.port)?;
-        let socket = Arc::new(bind_socket(addr)?);
+        let socket = Arc::new(new_socket(addr, Reuse::Listener, None)?);
         let local = socket.local_addr()?;
         let connect = self.connect.clone().unwrap_or_default();
         let task = match mode {
@@ -178,15 +201,16 @@ async fn run_singleton(
         let (ended_tx, ended) = oneshot::channel();
         let conn = Conn::chunks(
             Framing::Datagram,
-            Box::new(ConnectedRx {
-                socket: socket.clone(),
-                ended: Some(EndSignal {
+            Box::new(SocketRx::connected(
+                socket.clone(),
+                Some(EndSignal {
                     tx: Some(ended_tx),
                     read_any: false,
                 }),
-            }),
-            Box::new(ConnectedTx {
+            )),
+            Box::new(SocketTx {
                 socket: socket.clone(),
+                activity: None,
             }),
             peer.to_string(),
         );
@@ -253,43 +277,48 @@ async fn run_server(
                 }
                 Err(mpsc::error::TrySendError::Closed(d)) => {
                     sessions.lock().expect("demux lock").remove(&peer);
-                    new_peer(&cx, &socket, &sessions, local, peer, idle, d);
+                    new_peer(&cx, &sessions, local, peer, idle, d);
                 }
             }
         } else {
-            new_peer(&cx, &socket, &sessions, local, peer, idle, datagram);
+            new_peer(&cx, &sessions, local, peer, idle, datagram);
         }
     }
 }
 
 fn new_peer(
     cx: &ListenerContext,
-    socket: &Arc<UdpSocket>,
     sessions: &Demux,
     local: SocketAddr,
     peer: SocketAddr,
     idle: Duration,
     first: Bytes,
 ) {
+    let own = match new_socket(local, Reuse::Session, Some(peer)) {
+        Ok(own) => Arc::new(own),
+        Err(e) => {
+            tracing::warn!(listener = %cx.name, %peer, "no socket for a new session, datagram dropped: {e}");
+            return;
+        }
+    };
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     let _ = tx.try_send(first);
     sessions.lock().expect("demux lock").insert(peer, tx);
     let activity = Arc::new(Activity::new());
     let conn = Conn::chunks(
         Framing::Datagram,
-        Box::new(DemuxRx {
-            rx,
-            idle,
-            activity: activity.clone(),
-            _entry: DemuxEntry {
+        Box::new(SocketRx {
+            stragglers: Some(rx),
+            idle: Some((idle, activity.clone())),
+            _entry: Some(DemuxEntry {
                 sessions: sessions.clone(),
                 peer,
-            },
+            }),
+            ..SocketRx::connected(own.clone(), None)
         }),
-        Box::new(SendToTx {
-            socket: socket.clone(),
-            peer,
-            activity,
+        Box::new(SocketTx {
+            socket: own,
+            activity: Some(activity),
         }),
         net::canonical(peer).to_string(),
     );
@@ -336,106 +365,152 @@ impl Drop for DemuxEntry {
     }
 }
 
-struct DemuxRx {
-    rx: mpsc::Receiver<Bytes>,
-    idle: Duration,
-    activity: Arc<Activity>,
-    _entry: DemuxEntry,
+/// The receiving half of a connected socket: a cluster's, a singleton listener's, or a
+/// server-mode session's. A server-mode session also takes the few datagrams that
+/// reached the listening socket first (the one that started it, and any that raced its
+/// connect) and ends after `idle` without traffic. ICMP port-unreachable surfaces as
+/// ECONNREFUSED on a later call; for a datagram stream that is a lost datagram, not a
+/// broken session.
+struct SocketRx {
+    socket: Arc<UdpSocket>,
+    /// Received in a batch, not yet taken by `recv`.
+    queued: VecDeque<Bytes>,
+    stragglers: Option<mpsc::Receiver<Bytes>>,
+    idle: Option<(Duration, Arc<Activity>)>,
+    ended: Option<EndSignal>,
+    _entry: Option<DemuxEntry>,
 }
 
-#[async_trait]
-impl ChunkRx for DemuxRx {
-    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
-        loop {
-            let deadline = self.activity.idle_until(self.idle);
-            tokio::select! {
-                chunk = self.rx.recv() => {
-                    self.activity.touch();
-                    return Ok(chunk);
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    if Instant::now() >= self.activity.idle_until(self.idle) {
-                        tracing::debug!(peer = %self._entry.peer, "UDP session idle for {:?}, ending it", self.idle);
-                        return Ok(None);
-                    }
-                }
+impl SocketRx {
+    fn connected(socket: Arc<UdpSocket>, ended: Option<EndSignal>) -> SocketRx {
+        SocketRx {
+            socket,
+            queued: VecDeque::new(),
+            stragglers: None,
+            idle: None,
+            ended,
+            _entry: None,
+        }
+    }
+
+    fn received(&mut self) {
+        if let Some((_, activity)) = &self.idle {
+            activity.touch();
+        }
+        if let Some(ended) = &mut self.ended {
+            ended.read_any = true;
+        }
+    }
+
+    /// When the session idles out, if it can.
+    fn deadline(&self) -> Option<Instant> {
+        self.idle
+            .as_ref()
+            .map(|(idle, activity)| activity.idle_until(*idle))
+    }
+}
+
+/// Waits until `socket` has datagrams and appends a batch of them to `out`.
+async fn recv_batch_on(socket: &UdpSocket, out: &mut Vec<Bytes>) -> io::Result<()> {
+    loop {
+        socket.readable().await?;
+        match socket.try_io(Interest::READABLE, || {
+            udp_batch::try_recv(socket.as_raw_fd(), out)
+        }) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue;
             }
+            Err(e) => return Err(e),
         }
     }
 }
 
-struct SendToTx {
-    socket: Arc<UdpSocket>,
-    peer: SocketAddr,
-    activity: Arc<Activity>,
-}
-
 #[async_trait]
-impl ChunkTx for SendToTx {
-    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.activity.touch();
-        self.socket.send_to(&chunk, self.peer).await.map(|_| ())
-    }
-    async fn close(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Receiving on a connected socket. ICMP port-unreachable surfaces as ECONNREFUSED on
-/// a later call; for a datagram stream that is a lost datagram, not a broken session.
-struct ConnectedRx {
-    socket: Arc<UdpSocket>,
-    ended: Option<EndSignal>,
-}
-
-#[async_trait]
-impl ChunkRx for ConnectedRx {
+impl ChunkRx for SocketRx {
     async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        if self.queued.is_empty() {
+            let mut batch = Vec::new();
+            if !self.recv_batch(&mut batch).await? {
+                return Ok(None);
+            }
+            self.queued.extend(batch);
+        }
+        Ok(self.queued.pop_front())
+    }
+
+    async fn recv_batch(&mut self, out: &mut Vec<Bytes>) -> io::Result<bool> {
+        if !self.queued.is_empty() {
+            out.extend(self.queued.drain(..));
+            return Ok(true);
+        }
         loop {
-            self.socket.readable().await?;
-            match recv_datagram(|buf| self.socket.try_recv(buf)) {
-                Ok(datagram) => {
-                    if let Some(ended) = &mut self.ended {
-                        ended.read_any = true;
+            let deadline = self.deadline();
+            tokio::select! {
+                biased;
+                straggler = async { self.stragglers.as_mut()?.recv().await }, if self.stragglers.is_some() => {
+                    match straggler {
+                        Some(datagram) => {
+                            out.push(datagram);
+                            break;
+                        }
+                        None => self.stragglers = None,
                     }
-                    return Ok(Some(datagram));
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
-                    continue;
+                received = recv_batch_on(&self.socket, out) => {
+                    received?;
+                    break;
                 }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                    if self.deadline().is_some_and(|d| Instant::now() >= d) {
+                        tracing::debug!("UDP session idle for {:?}, ending it", self.idle.as_ref().map(|i| i.0));
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        self.received();
+        Ok(true)
+    }
+}
+
+struct SocketTx {
+    socket: Arc<UdpSocket>,
+    activity: Option<Arc<Activity>>,
+}
+
+#[async_trait]
+impl ChunkTx for SocketTx {
+    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.send_batch(&mut vec![chunk]).await
+    }
+
+    async fn send_batch(&mut self, chunks: &mut Vec<Bytes>) -> io::Result<()> {
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
+        let mut at = 0;
+        while at < chunks.len() {
+            self.socket.writable().await?;
+            match self.socket.try_io(Interest::WRITABLE, || {
+                udp_batch::try_send(self.socket.as_raw_fd(), &chunks[at..])
+            }) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // The peer's port is closed: that datagram is lost, the session is not.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => at += 1,
                 Err(e) => return Err(e),
             }
         }
+        chunks.clear();
+        Ok(())
     }
-}
 
-thread_local! {
-    static DATAGRAM: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_DATAGRAM]);
-}
-
-/// Receives into this worker thread's buffer and copies out just the datagram, so no
-/// session keeps a 64 KiB buffer of its own.
-fn recv_datagram(recv: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<Bytes> {
-    DATAGRAM.with_borrow_mut(|buf| recv(buf).map(|n| Bytes::copy_from_slice(&buf[..n])))
-}
-
-struct ConnectedTx {
-    socket: Arc<UdpSocket>,
-}
-
-#[async_trait]
-impl ChunkTx for ConnectedTx {
-    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
-        match self.socket.send(&chunk).await {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
     async fn close(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -468,18 +543,18 @@ impl ClusterProtocol for UdpClusterSpec {
             None if remote.is_ipv6() => net::bind_addr(Some("::"), bind.port.unwrap_or(0))?,
             None => net::bind_addr(None, bind.port.unwrap_or(0))?,
         };
-        let socket = Arc::new(bind_socket(local)?);
+        let socket = Arc::new(new_socket(local, Reuse::Cluster, None)?);
         socket
             .connect(remote)
             .await
             .map_err(|e| net::at(remote, e))?;
         Ok(Stage::Conn(Conn::chunks(
             Framing::Datagram,
-            Box::new(ConnectedRx {
-                socket: socket.clone(),
-                ended: None,
+            Box::new(SocketRx::connected(socket.clone(), None)),
+            Box::new(SocketTx {
+                socket,
+                activity: None,
             }),
-            Box::new(ConnectedTx { socket }),
             remote.to_string(),
         )))
     }

@@ -139,11 +139,12 @@ async fn relay_one_way(
     rx_stats: &StageStats,
     tx_stats: &StageStats,
 ) -> io::Result<()> {
-    while let Some(chunk) = rx.recv().await? {
-        let n = chunk.len();
-        rx_stats.received(n);
-        tx.send(chunk).await?;
-        tx_stats.sent(n);
+    let mut batch = Vec::new();
+    while rx.recv_batch(&mut batch).await? {
+        let (bytes, chunks) = (batch.iter().map(|c| c.len()).sum(), batch.len());
+        rx_stats.received_many(bytes, chunks);
+        tx.send_batch(&mut batch).await?;
+        tx_stats.sent_many(bytes, chunks);
     }
     tx.close().await
 }

@@ -36,20 +36,30 @@ pub struct StageStats {
 
 impl StageStats {
     pub fn received(&self, n: usize) {
-        self.counters
-            .bytes_in
-            .fetch_add(n as u64, Ordering::Relaxed);
-        self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
-        self.meters.bytes_in.inc_by(n as u64);
-        self.meters.packets_in.inc();
+        self.received_many(n, 1);
     }
     pub fn sent(&self, n: usize) {
+        self.sent_many(n, 1);
+    }
+    pub fn received_many(&self, bytes: usize, chunks: usize) {
+        self.counters
+            .bytes_in
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.counters
+            .packets_in
+            .fetch_add(chunks as u64, Ordering::Relaxed);
+        self.meters.bytes_in.inc_by(bytes as u64);
+        self.meters.packets_in.inc_by(chunks as u64);
+    }
+    pub fn sent_many(&self, bytes: usize, chunks: usize) {
         self.counters
             .bytes_out
-            .fetch_add(n as u64, Ordering::Relaxed);
-        self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-        self.meters.bytes_out.inc_by(n as u64);
-        self.meters.packets_out.inc();
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.counters
+            .packets_out
+            .fetch_add(chunks as u64, Ordering::Relaxed);
+        self.meters.bytes_out.inc_by(bytes as u64);
+        self.meters.packets_out.inc_by(chunks as u64);
     }
     fn status(&self, status: StageStatus) {
         self.session.with_stage(self.at, |s| s.status = status);
