@@ -66,24 +66,28 @@ pub fn tcp_sink() -> Sink {
     }
 }
 
-/// Echoes every connection's bytes back.
+/// Echoes every connection's bytes back. A pool of threads accepts and serves one
+/// connection at a time each, so a new connection costs no thread start (the session
+/// rate would otherwise measure thread creation).
 pub fn tcp_echo() -> u16 {
+    const POOL: usize = 32;
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let _ = conn.set_nodelay(true);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16384];
+    for _ in 0..POOL {
+        let l = l.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16384];
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let _ = conn.set_nodelay(true);
                 while let Ok(n) = conn.read(&mut buf) {
                     if n == 0 || conn.write_all(&buf[..n]).is_err() {
                         break;
                     }
                 }
-            });
-        }
-    });
+            }
+        });
+    }
     port
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::json::pointer;
+use crate::json::pointer::Pointer;
 use crate::model::{ConfigError, Endpoint, LoadBalancerSpec};
 
 /// Ring points per unit of weight.
@@ -39,7 +39,7 @@ impl Policy {
 #[derive(Debug)]
 pub struct Balancer {
     policy: Policy,
-    key: Option<String>,
+    key: Option<Pointer>,
     endpoints: Vec<Arc<Endpoint>>,
     /// (point, index into `endpoints`), sorted by point.
     ring: Vec<(u64, usize)>,
@@ -65,7 +65,7 @@ impl Balancer {
         }
         Balancer {
             policy,
-            key: spec.key.clone(),
+            key: spec.key.as_deref().map(Pointer::parse),
             endpoints: endpoints.to_vec(),
             ring,
         }
@@ -76,7 +76,7 @@ impl Balancer {
         match self.policy {
             Policy::Trivial => self.endpoints.first().cloned(),
             Policy::HashRing => {
-                let key = self.key.as_deref().and_then(|k| pointer::get(metadata, k));
+                let key = self.key.as_ref().and_then(|k| k.get(metadata));
                 match key {
                     Some(value) => self.on_ring(value),
                     None => self.random_by_weight(),

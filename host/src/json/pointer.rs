@@ -13,60 +13,79 @@ pub fn normalize(path: &str) -> String {
     }
 }
 
-/// The value at `path`, if there is one.
-pub fn get<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
-    if path.is_empty() || path.starts_with('/') {
-        doc.pointer(path)
-    } else {
-        doc.pointer(&normalize(path))
-    }
+/// A pointer parsed once (at config time), so following it on the session path
+/// allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    text: String,
+    tokens: Vec<String>,
 }
 
-fn unescape(token: &str) -> String {
-    token.replace("~1", "/").replace("~0", "~")
-}
+impl Pointer {
+    pub fn parse(path: &str) -> Pointer {
+        let text = normalize(path);
+        let tokens = if text.is_empty() {
+            Vec::new()
+        } else {
+            text[1..]
+                .split('/')
+                .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                .collect()
+        };
+        Pointer { text, tokens }
+    }
 
-/// Stores `value` at `path`, creating objects for missing parents and replacing
-/// scalars that stand in the way. Array elements are addressed by index; `-` appends.
-/// Fails only when an array index is neither a number in range nor `-`.
-pub fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
-    let path = normalize(path);
-    if path.is_empty() {
-        *doc = value;
-        return Ok(());
+    /// The pointer as written (with its leading `/`).
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
-    let tokens: Vec<String> = path[1..].split('/').map(unescape).collect();
-    let (last, parents) = tokens
-        .split_last()
-        .expect("a non-empty pointer has a token");
-    let mut cur = doc;
-    for token in parents {
-        cur = child_mut(cur, token, &path)?;
+
+    /// The value this pointer names in `doc`, if there is one.
+    pub fn get<'a>(&self, doc: &'a Value) -> Option<&'a Value> {
+        self.tokens.iter().try_fold(doc, |cur, token| match cur {
+            Value::Object(map) => map.get(token),
+            Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
     }
-    match cur {
-        Value::Array(items) => {
-            if last == "-" {
-                items.push(value);
-            } else {
-                let index = array_index(last, items.len(), &path)?;
-                if index == items.len() {
+
+    /// Stores `value` at this pointer, creating objects for missing parents and
+    /// replacing scalars that stand in the way. Array elements are addressed by index;
+    /// `-` appends. Fails only when an array index is neither a number in range nor `-`.
+    pub fn set(&self, doc: &mut Value, value: Value) -> Result<(), String> {
+        let Some((last, parents)) = self.tokens.split_last() else {
+            *doc = value;
+            return Ok(());
+        };
+        let mut cur = doc;
+        for token in parents {
+            cur = child_mut(cur, token, &self.text)?;
+        }
+        match cur {
+            Value::Array(items) => {
+                if last == "-" {
                     items.push(value);
                 } else {
-                    items[index] = value;
+                    let index = array_index(last, items.len(), &self.text)?;
+                    if index == items.len() {
+                        items.push(value);
+                    } else {
+                        items[index] = value;
+                    }
                 }
             }
-        }
-        other => {
-            if !other.is_object() {
-                *other = Value::Object(Map::new());
+            other => {
+                if !other.is_object() {
+                    *other = Value::Object(Map::new());
+                }
+                other
+                    .as_object_mut()
+                    .expect("just made an object")
+                    .insert(last.clone(), value);
             }
-            other
-                .as_object_mut()
-                .expect("just made an object")
-                .insert(last.clone(), value);
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn child_mut<'a>(cur: &'a mut Value, token: &str, path: &str) -> Result<&'a mut Value, String> {
@@ -100,6 +119,14 @@ fn array_index(token: &str, len: usize, path: &str) -> Result<usize, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn get<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+        Pointer::parse(path).get(doc)
+    }
+
+    fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+        Pointer::parse(path).set(doc, value)
+    }
 
     #[test]
     fn get_tolerates_missing_slash() {

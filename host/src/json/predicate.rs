@@ -10,7 +10,7 @@ use std::fmt;
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
-use super::pointer;
+use super::pointer::{self, Pointer};
 
 /// A compiled predicate.
 #[derive(Debug, Clone)]
@@ -18,51 +18,51 @@ pub enum Predicate {
     /// Matches every session: no `match`, or a string `match` (l7mp's wildcard).
     Any,
     Test {
-        path: String,
+        path: Pointer,
         value: Value,
         ignore_case: bool,
     },
     Contains {
-        path: String,
+        path: Pointer,
         value: Value,
         ignore_case: bool,
     },
     Starts {
-        path: String,
+        path: Pointer,
         value: String,
         ignore_case: bool,
     },
     Ends {
-        path: String,
+        path: Pointer,
         value: String,
         ignore_case: bool,
     },
     Matches {
-        path: String,
+        path: Pointer,
         regex: Regex,
     },
     In {
-        path: String,
+        path: Pointer,
         values: Vec<Value>,
         ignore_case: bool,
     },
     Less {
-        path: String,
+        path: Pointer,
         value: f64,
     },
     More {
-        path: String,
+        path: Pointer,
         value: f64,
     },
     Type {
-        path: String,
+        path: Pointer,
         kind: JsonType,
     },
     Defined {
-        path: String,
+        path: Pointer,
     },
     Undefined {
-        path: String,
+        path: Pointer,
     },
     And(Vec<Predicate>),
     Or(Vec<Predicate>),
@@ -117,12 +117,14 @@ impl Predicate {
                 path,
                 value,
                 ignore_case,
-            } => pointer::get(doc, path).is_some_and(|v| json_eq(v, value, *ignore_case)),
+            } => path
+                .get(doc)
+                .is_some_and(|v| json_eq(v, value, *ignore_case)),
             Predicate::Contains {
                 path,
                 value,
                 ignore_case,
-            } => match pointer::get(doc, path) {
+            } => match path.get(doc) {
                 Some(Value::String(s)) => value.as_str().is_some_and(|needle| {
                     fold(s, *ignore_case).contains(&*fold(needle, *ignore_case))
                 }),
@@ -141,7 +143,7 @@ impl Predicate {
                 ignore_case,
             } => string_at(doc, path)
                 .is_some_and(|s| fold(s, *ignore_case).ends_with(&*fold(value, *ignore_case))),
-            Predicate::Matches { path, regex } => match pointer::get(doc, path) {
+            Predicate::Matches { path, regex } => match path.get(doc) {
                 Some(Value::String(s)) => regex.is_match(s),
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => regex.is_match(&v.to_string()),
                 _ => false,
@@ -150,16 +152,16 @@ impl Predicate {
                 path,
                 values,
                 ignore_case,
-            } => pointer::get(doc, path).is_some_and(|v| {
+            } => path.get(doc).is_some_and(|v| {
                 values
                     .iter()
                     .any(|candidate| json_eq(v, candidate, *ignore_case))
             }),
             Predicate::Less { path, value } => number_at(doc, path).is_some_and(|n| n < *value),
             Predicate::More { path, value } => number_at(doc, path).is_some_and(|n| n > *value),
-            Predicate::Type { path, kind } => type_matches(pointer::get(doc, path), *kind),
-            Predicate::Defined { path } => pointer::get(doc, path).is_some(),
-            Predicate::Undefined { path } => pointer::get(doc, path).is_none(),
+            Predicate::Type { path, kind } => type_matches(path.get(doc), *kind),
+            Predicate::Defined { path } => path.get(doc).is_some(),
+            Predicate::Undefined { path } => path.get(doc).is_none(),
             Predicate::And(all) => all.iter().all(|p| p.eval(doc)),
             Predicate::Or(any) => any.iter().any(|p| p.eval(doc)),
             Predicate::Not(all) => !all.iter().all(|p| p.eval(doc)),
@@ -180,7 +182,8 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
         Some(Value::String(p)) => pointer::normalize(p),
         Some(other) => return err(format!("op '{op}': path must be a string, not {other}")),
     };
-    let path = format!("{parent}{own_path}");
+    let path_text = format!("{parent}{own_path}");
+    let path = Pointer::parse(&path_text);
     let ignore_case = match obj.get("ignore_case") {
         None => false,
         Some(Value::Bool(b)) => *b,
@@ -206,9 +209,10 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
     };
     let nested = || -> Result<Vec<Predicate>, PredicateError> {
         match obj.get("apply") {
-            Some(Value::Array(items)) if !items.is_empty() => {
-                items.iter().map(|item| compile_op(item, &path)).collect()
-            }
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|item| compile_op(item, &path_text))
+                .collect(),
             _ => err(format!("op '{op}' needs a non-empty 'apply' list")),
         }
     };
@@ -309,12 +313,12 @@ fn fold(s: &str, ignore_case: bool) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn string_at<'a>(doc: &'a Value, path: &str) -> Option<&'a str> {
-    pointer::get(doc, path).and_then(Value::as_str)
+fn string_at<'a>(doc: &'a Value, path: &Pointer) -> Option<&'a str> {
+    path.get(doc).and_then(Value::as_str)
 }
 
-fn number_at(doc: &Value, path: &str) -> Option<f64> {
-    match pointer::get(doc, path)? {
+fn number_at(doc: &Value, path: &Pointer) -> Option<f64> {
+    match path.get(doc)? {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,

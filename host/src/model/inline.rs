@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::parse::typed;
 use super::*;
 use crate::json::Predicate;
+use crate::json::pointer::Pointer;
 use crate::lb::{Balancer, Policy};
 use crate::protocol::registry;
 
@@ -75,11 +76,17 @@ struct RuleListIn {
 #[derive(Deserialize, Default)]
 struct ActionIn {
     #[serde(default)]
-    rewrite: Vec<Rewrite>,
+    rewrite: Vec<RewriteIn>,
     #[serde(default)]
     route: Option<Value>,
     #[serde(default)]
     apply: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RewriteIn {
+    path: String,
+    value: Value,
 }
 
 #[derive(Deserialize)]
@@ -375,10 +382,6 @@ impl Builder {
                 "rule '{name}': the action needs a 'route' or an 'apply'"
             )));
         }
-        for rewrite in &action_in.rewrite {
-            crate::json::pointer::set(&mut Value::Null, &rewrite.path, Value::Null)
-                .map_err(|e| ConfigError::invalid(format!("rule '{name}': rewrite: {e}")))?;
-        }
         let route = match route_in {
             None => None,
             Some(Value::String(route)) => Some(route),
@@ -388,7 +391,14 @@ impl Builder {
             ),
         };
         let action = Action {
-            rewrite: action_in.rewrite,
+            rewrite: action_in
+                .rewrite
+                .into_iter()
+                .map(|r| Rewrite {
+                    path: Pointer::parse(&r.path),
+                    value: r.value,
+                })
+                .collect(),
             route,
             apply: action_in.apply,
         };

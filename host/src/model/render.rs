@@ -59,7 +59,11 @@ pub fn rule(snap: &Snapshot, r: &Rule, recursive: bool) -> Value {
     if !r.action.rewrite.is_empty() {
         action.insert(
             "rewrite".into(),
-            serde_json::to_value(&r.action.rewrite).unwrap_or_default(),
+            r.action
+                .rewrite
+                .iter()
+                .map(|rw| json!({ "path": rw.path.as_str(), "value": rw.value }))
+                .collect(),
         );
     }
     if let Some(name) = &r.action.route {

@@ -165,6 +165,22 @@ impl StreamSocket {
         }
     }
 
+    /// A non-blocking read (`WouldBlock` clears readiness).
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamSocket::Tcp(s) => s.try_read(buf),
+            StreamSocket::Unix(s) => s.try_read(buf),
+        }
+    }
+
+    /// A non-blocking write (`WouldBlock` clears readiness).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamSocket::Tcp(s) => s.try_write(buf),
+            StreamSocket::Unix(s) => s.try_write(buf),
+        }
+    }
+
     /// Half-closes: the peer reads end of stream, and may still send.
     pub fn shutdown_write(&self) -> io::Result<()> {
         let sock = match self {

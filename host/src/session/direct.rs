@@ -15,7 +15,7 @@ use crate::protocol::{ChunkRx, ChunkTx, Conn, Framing};
 /// Bytes one splice(2) call may move.
 const SPLICE_CHUNK: usize = 1 << 20;
 
-/// A pipe for splice(2), made when the first bytes arrive, so idle sessions hold none.
+/// A pipe for splice(2), made once a direction has moved enough to be worth one.
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
@@ -80,22 +80,59 @@ async fn retry_io<R>(
     }
 }
 
-/// One direction: `from` -> pipe -> `to`, then a half-close at end of stream.
+/// Bytes a direction copies through userspace before it switches to splice(2): short
+/// exchanges never pay for a pipe, bulk transfers stop copying after the first few.
+const SPLICE_AFTER: u64 = 64 * 1024;
+
+thread_local! {
+    static COPY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; SPLICE_AFTER as usize]);
+}
+
+/// Copies what `from` has now to `to`; returns how many bytes (0: end of stream).
+async fn copy_once(from: &StreamSocket, to: &StreamSocket) -> io::Result<usize> {
+    // Read and (usually) write without leaving the thread's buffer; only a write that
+    // would block keeps the rest in a buffer of its own across the wait.
+    let (read, rest) = retry_io(from, Interest::READABLE, || {
+        COPY_BUF.with_borrow_mut(|buf| {
+            let n = from.try_read(buf)?;
+            let written = match to.try_write(&buf[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            Ok((n, buf[written..n].to_vec()))
+        })
+    })
+    .await?;
+    let mut at = 0;
+    while at < rest.len() {
+        at += retry_io(to, Interest::WRITABLE, || to.try_write(&rest[at..])).await?;
+    }
+    Ok(read)
+}
+
+/// One direction: `from` -> `to` (copied at first, then through a pipe with splice),
+/// then a half-close at end of stream.
 async fn splice_one_way(
     from: &StreamSocket,
     to: &StreamSocket,
     from_stats: &StageStats,
     to_stats: &StageStats,
 ) -> io::Result<()> {
-    let mut pipe: Option<Pipe> = None;
+    let mut copied = 0u64;
+    while copied < SPLICE_AFTER {
+        let n = copy_once(from, to).await?;
+        if n == 0 {
+            return to.shutdown_write();
+        }
+        from_stats.received(n);
+        to_stats.sent(n);
+        copied += n as u64;
+    }
+    let pipe = Pipe::new()?;
     loop {
-        from.ready(Interest::READABLE).await?;
-        let p = match &mut pipe {
-            Some(p) => p,
-            None => pipe.insert(Pipe::new()?),
-        };
         let moved = retry_io(from, Interest::READABLE, || {
-            splice(from.raw_fd(), p.write.as_raw_fd(), SPLICE_CHUNK)
+            splice(from.raw_fd(), pipe.write.as_raw_fd(), SPLICE_CHUNK)
         })
         .await?;
         if moved == 0 {
@@ -105,7 +142,7 @@ async fn splice_one_way(
         let mut left = moved;
         while left > 0 {
             left -= retry_io(to, Interest::WRITABLE, || {
-                splice(p.read.as_raw_fd(), to.raw_fd(), left)
+                splice(pipe.read.as_raw_fd(), to.raw_fd(), left)
             })
             .await?;
         }

@@ -12,7 +12,6 @@ use tokio::task::JoinSet;
 
 use super::stage::{self, Meters, Reconnect, StageStats, Wiring};
 use super::{Session, StageInfo, StageRef, StageStatus, Status};
-use crate::json::pointer;
 use crate::metrics;
 use crate::model::{Kind, Retry, Route, Snapshot};
 use crate::protocol::{Conn, Framing, Incoming, Stage, Target};
@@ -115,7 +114,9 @@ pub fn lookup(
             .ok_or_else(|| "No route for session".to_owned())?;
         uses.push((Kind::Rule, rule.name.clone()));
         for rewrite in &rule.action.rewrite {
-            pointer::set(metadata, &rewrite.path, rewrite.value.clone())
+            rewrite
+                .path
+                .set(metadata, rewrite.value.clone())
                 .map_err(|e| format!("rule '{}': rewrite: {e}", rule.name))?;
         }
         if let Some(route) = &rule.action.route {

@@ -6,7 +6,6 @@ mod direct;
 pub mod engine;
 pub mod stage;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -261,9 +260,10 @@ impl SessionState {
 }
 
 /// All sessions the API can see: running ones and ended ones kept for `track`.
+/// Sharded, so that sessions starting on different threads do not wait for each other.
 #[derive(Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: dashmap::DashMap<String, Arc<Session>>,
     next_id: AtomicU64,
 }
 
@@ -275,26 +275,20 @@ impl Registry {
         )
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     pub fn insert(&self, session: Arc<Session>) {
-        self.table().insert(session.name.clone(), session);
+        self.sessions.insert(session.name.clone(), session);
     }
 
     pub fn remove(&self, name: &str) {
-        self.table().remove(name);
+        self.sessions.remove(name);
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Session>> {
-        self.table().get(name).cloned()
+        self.sessions.get(name).map(|s| s.value().clone())
     }
 
     pub fn all(&self) -> Vec<Arc<Session>> {
-        let mut all: Vec<_> = self.table().values().cloned().collect();
+        let mut all: Vec<_> = self.sessions.iter().map(|s| s.value().clone()).collect();
         all.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
         all
     }
