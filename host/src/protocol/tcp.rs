@@ -45,8 +45,14 @@ impl ListenerProtocol for TcpListenerSpec {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let metadata =
-                            net::metadata("TCP", stream.local_addr().unwrap_or(local), peer);
+                        // Bound to one address, the listener knows where clients
+                        // connected; bound to all, it has to ask.
+                        let dst = if local.ip().is_unspecified() {
+                            stream.local_addr().unwrap_or(local)
+                        } else {
+                            local
+                        };
+                        let metadata = net::metadata("TCP", dst, peer);
                         let conn = Conn::socket(
                             StreamSocket::Tcp(stream),
                             net::canonical(peer).to_string(),
