@@ -208,10 +208,7 @@ async fn run_singleton(
                     read_any: false,
                 }),
             )),
-            Box::new(SocketTx {
-                socket: socket.clone(),
-                activity: None,
-            }),
+            Box::new(SocketTx::new(socket.clone(), None)),
             peer.to_string(),
         );
         cx.accept(Incoming {
@@ -316,10 +313,7 @@ fn new_peer(
             }),
             ..SocketRx::connected(own.clone(), None)
         }),
-        Box::new(SocketTx {
-            socket: own,
-            activity: Some(activity),
-        }),
+        Box::new(SocketTx::new(own, Some(activity))),
         net::canonical(peer).to_string(),
     );
     cx.accept(Incoming {
@@ -383,6 +377,7 @@ struct SocketRx {
 
 impl SocketRx {
     fn connected(socket: Arc<UdpSocket>, ended: Option<EndSignal>) -> SocketRx {
+        udp_batch::enable_gro(socket.as_raw_fd());
         SocketRx {
             socket,
             queued: VecDeque::new(),
@@ -482,6 +477,18 @@ impl ChunkRx for SocketRx {
 struct SocketTx {
     socket: Arc<UdpSocket>,
     activity: Option<Arc<Activity>>,
+    /// Whether GSO sends still work on this socket.
+    gso: bool,
+}
+
+impl SocketTx {
+    fn new(socket: Arc<UdpSocket>, activity: Option<Arc<Activity>>) -> SocketTx {
+        SocketTx {
+            socket,
+            activity,
+            gso: true,
+        }
+    }
 }
 
 #[async_trait]
@@ -497,8 +504,9 @@ impl ChunkTx for SocketTx {
         let mut at = 0;
         while at < chunks.len() {
             self.socket.writable().await?;
-            match self.socket.try_io(Interest::WRITABLE, || {
-                udp_batch::try_send(self.socket.as_raw_fd(), &chunks[at..])
+            let (socket, gso) = (&self.socket, &mut self.gso);
+            match socket.try_io(Interest::WRITABLE, || {
+                udp_batch::try_send(socket.as_raw_fd(), &chunks[at..], gso)
             }) {
                 Ok(n) => at += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -551,10 +559,7 @@ impl ClusterProtocol for UdpClusterSpec {
         Ok(Stage::Conn(Conn::chunks(
             Framing::Datagram,
             Box::new(SocketRx::connected(socket.clone(), None)),
-            Box::new(SocketTx {
-                socket,
-                activity: None,
-            }),
+            Box::new(SocketTx::new(socket, None)),
             remote.to_string(),
         )))
     }
