@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod cli;
+mod ipc;
 mod routing;
 mod sessions;
 mod stream;

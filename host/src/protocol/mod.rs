@@ -4,14 +4,18 @@
 //! registry in [`registry`] maps `spec.protocol` names to them.
 
 pub mod controller;
+pub mod fork;
 pub mod net;
+pub mod pipe;
 pub mod registry;
 pub mod stdio;
 pub mod stream;
+pub mod sync;
 pub mod tcp;
 pub mod udp;
 mod udp_batch;
 pub mod unix;
+pub mod unix_dgram;
 
 use std::fmt;
 use std::io;
@@ -166,6 +170,8 @@ pub enum Stage {
 pub struct Target<'a> {
     pub cluster: &'a str,
     pub endpoint: Option<&'a Endpoint>,
+    /// The session's metadata after rewrites (Sync labels, upstream URLs, headers).
+    pub metadata: &'a Value,
 }
 
 /// A cluster protocol, built from a cluster's `spec` when the cluster is created.

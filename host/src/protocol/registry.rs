@@ -8,23 +8,15 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::controller::{self, HttpListenerSpec, ServiceCluster};
-use super::{ClusterProtocol, ListenerProtocol, stdio, tcp, udp, unix};
+use super::{
+    ClusterProtocol, ListenerProtocol, fork, pipe, stdio, sync, tcp, udp, unix, unix_dgram,
+};
 use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
 use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
 
 /// Protocols of the l7mp model that this proxy does not implement yet.
-const NOT_YET: &[&str] = &[
-    "WebSocket",
-    "JSONSocket",
-    "SCTP",
-    "AF_PACKET",
-    "UnixDomainDgram",
-    "PIPE",
-    "STDIO-fork",
-    "Sync",
-    "Wasm",
-];
+const NOT_YET: &[&str] = &["WebSocket", "JSONSocket", "SCTP", "AF_PACKET", "Wasm"];
 
 fn protocol_of(spec: &Value) -> Result<String> {
     match spec.get("protocol") {
@@ -71,7 +63,21 @@ fn bare(
     Ok(Arc::new(cluster))
 }
 
-const LISTENERS: &[&str] = &[tcp::NAME, udp::NAME, unix::NAME, "HTTP"];
+fn pipe_spec(spec: &Value, strict: bool) -> Result<pipe::PipeSpec> {
+    let pipe: pipe::PipeSpec = parse(spec, strict)?;
+    pipe.validate()
+        .map_err(|e| ConfigError::invalid(format!("spec: {e}")))?;
+    Ok(pipe)
+}
+
+const LISTENERS: &[&str] = &[
+    tcp::NAME,
+    udp::NAME,
+    unix::NAME,
+    unix_dgram::NAME,
+    pipe::NAME,
+    "HTTP",
+];
 
 pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>> {
     let protocol = protocol_of(spec)?;
@@ -85,6 +91,8 @@ pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>>
         }
         "unixdomainsocket" => Arc::new(parse::<unix::UnixListenerSpec>(spec, strict)?),
         "http" => Arc::new(parse::<HttpListenerSpec>(spec, strict)?),
+        "unixdomaindgram" => Arc::new(parse::<unix_dgram::UnixDgramListenerSpec>(spec, strict)?),
+        "pipe" => Arc::new(pipe_spec(spec, strict)?),
         _ => return Err(unknown("listener", &protocol, LISTENERS)),
     })
 }
@@ -93,6 +101,10 @@ const CLUSTERS: &[&str] = &[
     tcp::NAME,
     udp::NAME,
     unix::NAME,
+    unix_dgram::NAME,
+    pipe::NAME,
+    fork::NAME,
+    sync::NAME,
     stdio::NAME,
     echo::NAME,
     discard::NAME,
@@ -117,6 +129,14 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
         "metric" => bare(spec, strict, metric::MetricCluster)?,
         "jsonencap" => bare(spec, strict, jsonencap::JsonEncap)?,
         "jsondecap" => bare(spec, strict, jsondecap::JsonDecap)?,
+        "unixdomaindgram" => bare(spec, strict, unix_dgram::UnixDgramCluster)?,
+        "pipe" => Arc::new(pipe_spec(spec, strict)?),
+        "stdio-fork" => {
+            let fork: fork::ForkCluster = parse(spec, strict)?;
+            fork.validate().map_err(ConfigError::invalid)?;
+            Arc::new(fork)
+        }
+        "sync" => Arc::new(sync::SyncCluster::from_spec(spec, strict)?),
         "l7mpcontroller" => Arc::new(ServiceCluster {
             name: controller::CONTROLLER,
         }),

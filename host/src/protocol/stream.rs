@@ -36,14 +36,14 @@ impl StreamSocket {
                 let (r, w) = s.into_split();
                 (
                     Box::new(SocketRx(ReadHalf::Tcp(r))),
-                    Box::new(StreamTx { inner: w }),
+                    Box::new(StreamTx::new(w)),
                 )
             }
             StreamSocket::Unix(s) => {
                 let (r, w) = s.into_split();
                 (
                     Box::new(SocketRx(ReadHalf::Unix(r))),
-                    Box::new(StreamTx { inner: w }),
+                    Box::new(StreamTx::new(w)),
                 )
             }
         }
@@ -89,8 +89,26 @@ pub struct StreamRx<R> {
     next_read: usize,
 }
 
+/// Writes to any `AsyncWrite`. Closing shuts the writer down and drops it: for a pipe
+/// (a child's stdin) only closing the descriptor tells the reader that input ended.
 pub struct StreamTx<W> {
-    inner: W,
+    inner: Option<W>,
+}
+
+impl<R> StreamRx<R> {
+    pub fn new(inner: R) -> Self {
+        StreamRx {
+            inner,
+            buf: BytesMut::new(),
+            next_read: FIRST_READ,
+        }
+    }
+}
+
+impl<W> StreamTx<W> {
+    pub fn new(inner: W) -> Self {
+        StreamTx { inner: Some(inner) }
+    }
 }
 
 #[async_trait]
@@ -111,10 +129,19 @@ impl<R: AsyncRead + Unpin + Send> ChunkRx for StreamRx<R> {
 #[async_trait]
 impl<W: AsyncWrite + Unpin + Send> ChunkTx for StreamTx<W> {
     async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.inner.write_all(&chunk).await
+        match &mut self.inner {
+            Some(w) => w.write_all(&chunk).await,
+            None => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after close",
+            )),
+        }
     }
     async fn close(&mut self) -> io::Result<()> {
-        self.inner.shutdown().await
+        match self.inner.take() {
+            Some(mut w) => w.shutdown().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -126,12 +153,8 @@ where
 {
     Conn::chunks(
         Framing::Stream,
-        Box::new(StreamRx {
-            inner: read,
-            buf: BytesMut::new(),
-            next_read: FIRST_READ,
-        }),
-        Box::new(StreamTx { inner: write }),
+        Box::new(StreamRx::new(read)),
+        Box::new(StreamTx::new(write)),
         peer,
     )
 }

@@ -270,9 +270,11 @@ async fn connect(
                     session.with_stage(at, |s| {
                         s.endpoint = endpoint.as_ref().map(|e| e.name.clone())
                     });
+                    let metadata = session.state().metadata.clone();
                     let target = Target {
                         cluster: cluster_name,
                         endpoint: endpoint.as_deref(),
+                        metadata: &metadata,
                     };
                     match tokio::time::timeout(
                         Duration::from_millis(retry.timeout.max(1)),

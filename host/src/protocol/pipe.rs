@@ -1,0 +1,203 @@
+//! `PIPE`: named FIFOs (or file descriptors the proxy inherited) as a byte stream.
+//! `read` is where the stage reads from, `write` where it writes to; either may be
+//! left out (nothing comes back, or what is sent is dropped). A listener keeps its
+//! FIFOs open for reading and writing so that writers may come and go without ending
+//! its session; a cluster opens them per session, so a FIFO nobody reads from is a
+//! connect error and a writer that closes ends that direction.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::unix::pipe;
+
+use super::stream::{StreamRx, StreamTx};
+use super::{
+    ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
+    ListenerTask, Stage, Target,
+};
+
+pub const NAME: &str = "PIPE";
+
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct PipeSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    #[serde(default)]
+    read: Option<PathBuf>,
+    #[serde(default)]
+    write: Option<PathBuf>,
+    #[serde(default)]
+    read_fd: Option<i32>,
+    #[serde(default)]
+    write_fd: Option<i32>,
+}
+
+impl PipeSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.read.is_some() && self.read_fd.is_some()
+            || self.write.is_some() && self.write_fd.is_some()
+        {
+            return Err("give a path or a file descriptor for each direction, not both".into());
+        }
+        if self.read.is_none()
+            && self.read_fd.is_none()
+            && self.write.is_none()
+            && self.write_fd.is_none()
+        {
+            return Err(
+                "a PIPE needs 'read' and/or 'write' (FIFO paths) or 'read_fd'/'write_fd'".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens both directions. `keep_open`: hold a write reference on the read FIFO
+    /// (and a read reference on the write FIFO), as a listener does.
+    fn open(&self, keep_open: bool) -> io::Result<Conn> {
+        let rx: Box<dyn ChunkRx> = match (&self.read, self.read_fd) {
+            (Some(path), _) => Box::new(StreamRx::new(
+                pipe::OpenOptions::new()
+                    .read_write(keep_open)
+                    .open_receiver(path)
+                    .map_err(|e| super::net::at(path.display(), e))?,
+            )),
+            // SAFETY: the operator handed this descriptor to the proxy for this use.
+            (None, Some(fd)) => Box::new(StreamRx::new(pipe::Receiver::from_owned_fd(unsafe {
+                OwnedFd::from_raw_fd(fd)
+            })?)),
+            (None, None) => Box::new(Nothing),
+        };
+        let tx: Box<dyn ChunkTx> = match (&self.write, self.write_fd) {
+            (Some(path), _) => Box::new(StreamTx::new(
+                pipe::OpenOptions::new()
+                    .read_write(keep_open)
+                    .open_sender(path)
+                    .map_err(|e| super::net::at(path.display(), e))?,
+            )),
+            // SAFETY: as above.
+            (None, Some(fd)) => Box::new(StreamTx::new(pipe::Sender::from_owned_fd(unsafe {
+                OwnedFd::from_raw_fd(fd)
+            })?)),
+            (None, None) => Box::new(Nothing),
+        };
+        Ok(Conn::chunks(Framing::Stream, rx, tx, self.describe()))
+    }
+
+    fn describe(&self) -> String {
+        let side = |p: &Option<PathBuf>, fd: Option<i32>| match (p, fd) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(fd)) => format!("fd {fd}"),
+            (None, None) => "-".into(),
+        };
+        format!(
+            "{} -> {}",
+            side(&self.read, self.read_fd),
+            side(&self.write, self.write_fd)
+        )
+    }
+}
+
+/// The missing direction: nothing to read, and writes are dropped.
+struct Nothing;
+
+#[async_trait]
+impl ChunkRx for Nothing {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl ChunkTx for Nothing {
+    async fn send(&mut self, _: Bytes) -> io::Result<()> {
+        Ok(())
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ClusterProtocol for PipeSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    async fn connect(&self, _target: Target<'_>) -> io::Result<Stage> {
+        Ok(Stage::Conn(self.open(false)?))
+    }
+}
+
+#[async_trait]
+impl ListenerProtocol for PipeSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// One session over the FIFOs; when it ends, the next one starts.
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        let first = self.open(true)?;
+        let spec = PipeSpec {
+            protocol: NAME.into(),
+            read: self.read.clone(),
+            write: self.write.clone(),
+            read_fd: None,
+            write_fd: None,
+        };
+        let inherited = self.read_fd.is_some() || self.write_fd.is_some();
+        let describe = self.describe();
+        let task = tokio::spawn(async move {
+            let mut next = Some(first);
+            loop {
+                let Some(conn) = next.take() else { return };
+                let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+                let metadata = json!({ "PIPE": { "read": spec.read, "write": spec.write } });
+                cx.accept(Incoming {
+                    metadata,
+                    conn: with_done(conn, done_tx),
+                });
+                let _ = done.await;
+                if inherited {
+                    return; // an inherited descriptor serves one session
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                match spec.open(true) {
+                    Ok(conn) => next = Some(conn),
+                    Err(e) => tracing::warn!(listener = %cx.name, "cannot reopen {describe}: {e}"),
+                }
+            }
+        });
+        Ok(ListenerTask::new(self.describe(), task))
+    }
+}
+
+/// Signals the listener when the session lets go of its receiving half.
+struct Done {
+    inner: Box<dyn ChunkRx>,
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+#[async_trait]
+impl ChunkRx for Done {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        self.inner.recv().await
+    }
+}
+
+fn with_done(conn: Conn, done: tokio::sync::oneshot::Sender<()>) -> Conn {
+    let (framing, peer) = (conn.framing, conn.peer.clone());
+    let (rx, tx) = conn.into_halves();
+    Conn::chunks(
+        framing,
+        Box::new(Done {
+            inner: rx,
+            _done: done,
+        }),
+        tx,
+        peer,
+    )
+}
