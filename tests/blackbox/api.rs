@@ -75,10 +75,10 @@ fn error_codes_name_the_problem() {
     check(
         proxy.post(
             "/api/v1/clusters",
-            json!({"cluster": {"name": "c", "spec": {"protocol": "WebSocket"}}}),
+            json!({"cluster": {"name": "c", "spec": {"protocol": "SCTP"}}}),
         ),
         422,
-        "protocol WebSocket not supported yet",
+        "protocol SCTP not supported yet",
     );
     check(
         proxy.post("/api/v1/rules", json!({"rule": {"name": "bad", "match": {"op": "matches", "path": "/a", "value": "("}, "action": {"route": "r"}}})),

@@ -35,8 +35,8 @@ fn config_errors_exit_non_zero_naming_the_problem() {
         ),
         (
             "bad-proto.yaml",
-            "clusters:\n  - name: ws\n    spec: {protocol: WebSocket, port: 80}\n",
-            "cluster 'ws': protocol WebSocket not supported yet",
+            "clusters:\n  - name: sc\n    spec: {protocol: SCTP, port: 80}\n",
+            "cluster 'sc': protocol SCTP not supported yet",
         ),
         (
             "bad-rule.yaml",

@@ -11,3 +11,4 @@ mod sessions;
 mod stream;
 mod transforms;
 mod udp;
+mod websocket;

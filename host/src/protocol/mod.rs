@@ -16,6 +16,7 @@ pub mod udp;
 mod udp_batch;
 pub mod unix;
 pub mod unix_dgram;
+pub mod websocket;
 
 use std::fmt;
 use std::io;

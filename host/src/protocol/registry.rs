@@ -10,13 +10,14 @@ use serde_json::Value;
 use super::controller::{self, HttpListenerSpec, ServiceCluster};
 use super::{
     ClusterProtocol, ListenerProtocol, fork, pipe, stdio, sync, tcp, udp, unix, unix_dgram,
+    websocket,
 };
 use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
 use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
 
 /// Protocols of the l7mp model that this proxy does not implement yet.
-const NOT_YET: &[&str] = &["WebSocket", "JSONSocket", "SCTP", "AF_PACKET", "Wasm"];
+const NOT_YET: &[&str] = &["JSONSocket", "SCTP", "AF_PACKET", "Wasm"];
 
 fn protocol_of(spec: &Value) -> Result<String> {
     match spec.get("protocol") {
@@ -75,6 +76,7 @@ const LISTENERS: &[&str] = &[
     udp::NAME,
     unix::NAME,
     unix_dgram::NAME,
+    websocket::NAME,
     pipe::NAME,
     "HTTP",
 ];
@@ -92,6 +94,7 @@ pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>>
         "unixdomainsocket" => Arc::new(parse::<unix::UnixListenerSpec>(spec, strict)?),
         "http" => Arc::new(parse::<HttpListenerSpec>(spec, strict)?),
         "unixdomaindgram" => Arc::new(parse::<unix_dgram::UnixDgramListenerSpec>(spec, strict)?),
+        "websocket" | "ws" => Arc::new(parse::<websocket::WsListenerSpec>(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         _ => return Err(unknown("listener", &protocol, LISTENERS)),
     })
@@ -102,6 +105,7 @@ const CLUSTERS: &[&str] = &[
     udp::NAME,
     unix::NAME,
     unix_dgram::NAME,
+    websocket::NAME,
     pipe::NAME,
     fork::NAME,
     sync::NAME,
@@ -130,6 +134,7 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
         "jsonencap" => bare(spec, strict, jsonencap::JsonEncap)?,
         "jsondecap" => bare(spec, strict, jsondecap::JsonDecap)?,
         "unixdomaindgram" => bare(spec, strict, unix_dgram::UnixDgramCluster)?,
+        "websocket" | "ws" => Arc::new(parse::<websocket::WsClusterSpec>(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         "stdio-fork" => {
             let fork: fork::ForkCluster = parse(spec, strict)?;
@@ -172,11 +177,8 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let e = |r: Result<Arc<dyn ClusterProtocol>>| r.unwrap_err().message;
         assert_eq!(
-            e(cluster(
-                &json!({"protocol": "WebSocket", "port": 80}),
-                false
-            )),
-            "protocol WebSocket not supported yet as a cluster"
+            e(cluster(&json!({"protocol": "SCTP", "port": 80}), false)),
+            "protocol SCTP not supported yet as a cluster"
         );
         assert!(
             e(cluster(&json!({"protocol": "Bogus"}), false))

@@ -187,7 +187,8 @@ async fn relay_one_way(
 }
 
 /// Relays chunks between two connections. When either carries datagrams, the first
-/// direction to end ends the session (a datagram socket cannot half-close).
+/// direction to end ends the session (a datagram socket cannot half-close), and both
+/// sides are closed.
 pub async fn relay_pair(
     a: Conn,
     b: Conn,
@@ -208,10 +209,16 @@ pub async fn relay_pair(
             .map_err(|e| format!("destination -> source: {e}"))
     };
     if datagram {
-        tokio::select! {
+        let result = tokio::select! {
             r = there => r,
             r = back => r,
-        }
+        };
+        // Tell both peers the session is over (a WebSocket peer gets its close frame),
+        // without waiting long on one that does not answer.
+        let linger = std::time::Duration::from_secs(2);
+        let _ = tokio::time::timeout(linger, a_tx.close()).await;
+        let _ = tokio::time::timeout(linger, b_tx.close()).await;
+        result
     } else {
         tokio::try_join!(there, back).map(drop)
     }

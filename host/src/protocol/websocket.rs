@@ -1,0 +1,412 @@
+//! WebSocket (tokio-tungstenite): a datagram stream, one chunk per message.
+//!
+//! The listener performs the HTTP upgrade and puts the request into the session's
+//! metadata (`HTTP.url`, `HTTP.headers`), so rules can route on path and headers; it
+//! accepts the first subprotocol the client offers. The cluster connects to its
+//! endpoint and asks for the path and query in `metadata.HTTP.url` (a rewrite may set
+//! them), forwarding the client's end-to-end headers and subprotocols. Pings are
+//! answered and close handshakes completed by tungstenite.
+//!
+//! A chunk carries no message kind, so each connection sends in the kind it last
+//! received (text or binary): an echo answers text with text. A cluster's first
+//! messages use `spec.message` (`binary`, the default, `text`, or `auto`: text when
+//! the chunk is valid UTF-8).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::net::{self, HostPort};
+use super::{
+    ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
+    ListenerTask, Stage, Target,
+};
+
+pub const NAME: &str = "WebSocket";
+/// Largest message accepted unless `max_message_size` says otherwise.
+const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// Request headers that belong to one hop (or to the handshake) and are not forwarded.
+const HOP_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+];
+
+fn config(max_message_size: Option<usize>) -> WebSocketConfig {
+    let max = max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE);
+    // Small buffers: an idle session should not hold 256 KiB of them.
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WsListenerSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    port: u16,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    max_message_size: Option<usize>,
+}
+
+/// What the upgrade request said, as l7mp's `HTTP` metadata.
+fn request_metadata(req: &Request, local: std::net::SocketAddr) -> Value {
+    let mut headers = Map::new();
+    for (name, value) in req.headers() {
+        headers.insert(
+            name.as_str().to_owned(),
+            json!(String::from_utf8_lossy(value.as_bytes())),
+        );
+    }
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (hostname, port) = match host.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => {
+            (h.to_owned(), p.parse::<u16>().unwrap_or(local.port()))
+        }
+        _ => (host.clone(), local.port()),
+    };
+    let uri = req.uri();
+    json!({
+        "version": "1.1",
+        "method": req.method().as_str(),
+        "url": {
+            "url": uri.to_string(),
+            "href": format!("ws://{host}{uri}"),
+            "protocol": "ws:",
+            "host": hostname,
+            "port": port,
+            "path": uri.path(),
+            "query": uri.query().unwrap_or_default(),
+        },
+        "headers": headers,
+    })
+}
+
+#[async_trait]
+impl ListenerProtocol for WsListenerSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        let addr = net::bind_addr(self.address.as_deref(), self.port)?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr).map_err(|e| net::at(addr, e))?;
+        let listener: TcpListener = socket.listen(1024).map_err(|e| net::at(addr, e))?;
+        let local = listener.local_addr()?;
+        let max = self.max_message_size;
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(listener = %cx.name, "accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let cx = cx.clone();
+                // The handshake runs in its own task so a slow client cannot hold up others.
+                tokio::spawn(async move {
+                    let mut http = Value::Null;
+                    let callback =
+                        |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+                            http = request_metadata(req, local);
+                            let offered = req
+                                .headers()
+                                .get("sec-websocket-protocol")
+                                .and_then(|v| v.to_str().ok());
+                            if let Some(first) =
+                                offered.and_then(|o| o.split(',').next()).map(str::trim)
+                                && let Ok(value) = HeaderValue::from_str(first)
+                            {
+                                resp.headers_mut().insert("sec-websocket-protocol", value);
+                            }
+                            Ok(resp)
+                        };
+                    match tokio_tungstenite::accept_hdr_async_with_config(
+                        stream,
+                        callback,
+                        Some(config(max)),
+                    )
+                    .await
+                    {
+                        Ok(ws) => {
+                            let mut metadata = net::metadata("TCP", local, peer);
+                            metadata["HTTP"] = http;
+                            cx.accept(Incoming {
+                                metadata,
+                                conn: conn(
+                                    ws,
+                                    net::canonical(peer).to_string(),
+                                    MessageKind::Binary,
+                                ),
+                            });
+                        }
+                        Err(e) => {
+                            tracing::debug!(listener = %cx.name, %peer, "WebSocket handshake failed: {e}")
+                        }
+                    }
+                });
+            }
+        });
+        Ok(ListenerTask::new(local.to_string(), task))
+    }
+}
+
+/// The kind a connection sends its next message in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    #[default]
+    Binary,
+    Text,
+    Auto,
+}
+
+/// Whether the last message received was text; shared by a connection's two halves.
+struct Kind {
+    text: AtomicBool,
+    fallback: MessageKind,
+    received_any: AtomicBool,
+}
+
+fn conn<S>(ws: WebSocketStream<S>, peer: String, fallback: MessageKind) -> Conn
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let kind = Arc::new(Kind {
+        text: AtomicBool::new(false),
+        fallback,
+        received_any: AtomicBool::new(false),
+    });
+    Conn::chunks(
+        Framing::Datagram,
+        Box::new(WsRx {
+            stream,
+            kind: kind.clone(),
+        }),
+        Box::new(WsTx { sink, kind }),
+        peer,
+    )
+}
+
+struct WsRx<S> {
+    stream: SplitStream<WebSocketStream<S>>,
+    kind: Arc<Kind>,
+}
+
+fn ws_error(e: tungstenite::Error) -> io::Error {
+    match e {
+        tungstenite::Error::Io(e) => e,
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            io::Error::new(io::ErrorKind::ConnectionAborted, "WebSocket closed")
+        }
+        other => io::Error::new(io::ErrorKind::InvalidData, format!("WebSocket: {other}")),
+    }
+}
+
+#[async_trait]
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ChunkRx for WsRx<S> {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let Some(message) = self.stream.next().await else {
+                return Ok(None);
+            };
+            let (chunk, text) = match message.map_err(ws_error)? {
+                Message::Binary(b) => (b, false),
+                Message::Text(t) => (Bytes::from(t), true),
+                Message::Close(_) => return Ok(None),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            self.kind.text.store(text, Ordering::Relaxed);
+            self.kind.received_any.store(true, Ordering::Relaxed);
+            return Ok(Some(chunk));
+        }
+    }
+}
+
+struct WsTx<S> {
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    kind: Arc<Kind>,
+}
+
+impl<S> WsTx<S> {
+    fn message(&self, chunk: Bytes) -> Message {
+        let text = if self.kind.received_any.load(Ordering::Relaxed) {
+            self.kind.text.load(Ordering::Relaxed)
+        } else {
+            match self.kind.fallback {
+                MessageKind::Binary => false,
+                MessageKind::Text => true,
+                MessageKind::Auto => std::str::from_utf8(&chunk).is_ok(),
+            }
+        };
+        if text && std::str::from_utf8(&chunk).is_ok() {
+            // SAFETY: just checked to be UTF-8.
+            Message::Text(unsafe { tungstenite::Utf8Bytes::from_bytes_unchecked(chunk) })
+        } else {
+            // Binary, or text that is not UTF-8, which can only go as binary.
+            Message::Binary(chunk)
+        }
+    }
+}
+
+#[async_trait]
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ChunkTx for WsTx<S> {
+    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        let message = self.message(chunk);
+        self.sink.send(message).await.map_err(ws_error)
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        match self.sink.close().await {
+            Ok(())
+            | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Ok(())
+            }
+            Err(e) => Err(ws_error(e)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WsClusterSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    bind: Option<HostPort>,
+    #[serde(default)]
+    max_message_size: Option<usize>,
+    #[serde(default)]
+    message: MessageKind,
+}
+
+/// The upgrade request for an upstream: its path, query and forwarded headers come
+/// from the session's metadata.
+fn upstream_request(host: &str, port: u16, metadata: &Value) -> io::Result<Request> {
+    let url = metadata.pointer("/HTTP/url");
+    let path = url
+        .and_then(|u| u.get("path"))
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
+    let query = url
+        .and_then(|u| u.get("query"))
+        .and_then(Value::as_str)
+        .filter(|q| !q.is_empty());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let uri = match query {
+        Some(q) => format!("ws://{host}:{port}{path}?{q}"),
+        None => format!("ws://{host}:{port}{path}"),
+    };
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(uri.as_str())
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("upstream URL {uri}: {e}"),
+            )
+        })?;
+    if let Some(headers) = metadata.pointer("/HTTP/headers").and_then(Value::as_object) {
+        for (name, value) in headers {
+            let lower = name.to_ascii_lowercase();
+            if HOP_HEADERS.contains(&lower.as_str()) {
+                continue;
+            }
+            let value = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let (Ok(n), Ok(v)) = (
+                tungstenite::http::HeaderName::from_bytes(lower.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                request.headers_mut().insert(n, v);
+            }
+        }
+    }
+    Ok(request)
+}
+
+#[async_trait]
+impl ClusterProtocol for WsClusterSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn needs_endpoint(&self) -> bool {
+        true
+    }
+    async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
+        let (host, port) = target.host_port(self.port)?;
+        let remote = net::resolve(&host, port).await?;
+        let socket = if remote.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(bind) = &self.bind {
+            let local = net::bind_addr(bind.address.as_deref(), bind.port.unwrap_or(0))?;
+            socket.bind(local).map_err(|e| net::at(local, e))?;
+        }
+        let stream = socket
+            .connect(remote)
+            .await
+            .map_err(|e| net::at(remote, e))?;
+        stream.set_nodelay(true)?;
+        let request = upstream_request(&host, port, target.metadata)?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            request,
+            stream,
+            Some(config(self.max_message_size)),
+        )
+        .await
+        .map_err(|e| net::at(remote, ws_error(e)))?;
+        Ok(Stage::Conn(conn(ws, remote.to_string(), self.message)))
+    }
+}
