@@ -62,6 +62,7 @@ impl Proxy {
             name: name.to_owned(),
             proxy: self.this.upgrade().expect("the proxy is alive"),
             snapshot: snap.clone(),
+            intercept: None,
         };
         listener.protocol.start(cx).await.map_err(|e| {
             let status = if e.kind() == std::io::ErrorKind::AddrInUse {

@@ -6,6 +6,7 @@ mod harness;
 mod api;
 mod cli;
 mod ipc;
+mod jsonsocket;
 mod routing;
 mod sessions;
 mod stream;

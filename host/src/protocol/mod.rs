@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod fork;
+pub mod jsonsocket;
 pub mod net;
 pub mod pipe;
 pub mod registry;
@@ -71,6 +72,13 @@ pub trait ChunkTx: Send {
         Ok(())
     }
 
+    /// The session was routed (`Ok`) or could not be (`Err` with the reason), before
+    /// any data flows. Protocols with a handshake of their own (JSONSocket) answer the
+    /// peer here; others do nothing.
+    async fn routed(&mut self, _outcome: Result<(), &str>) -> io::Result<()> {
+        Ok(())
+    }
+
     /// No more chunks will be sent: a byte stream half-closes, a datagram socket does
     /// nothing.
     async fn close(&mut self) -> io::Result<()>;
@@ -122,6 +130,14 @@ impl Conn {
         match self.io {
             ConnIo::Socket(s) => Some(s),
             ConnIo::Chunks(..) => None,
+        }
+    }
+
+    /// Tells a source connection how routing went (see [`ChunkTx::routed`]).
+    pub async fn routed(&mut self, outcome: Result<(), &str>) -> io::Result<()> {
+        match &mut self.io {
+            ConnIo::Chunks(_, tx) => tx.routed(outcome).await,
+            ConnIo::Socket(_) => Ok(()),
         }
     }
 
@@ -201,12 +217,18 @@ pub struct ListenerContext {
     pub proxy: Arc<Proxy>,
     /// The configuration the listener is created in (not yet the live one).
     pub snapshot: Arc<Snapshot>,
+    /// A layer between a transport listener and the engine (JSONSocket's handshake)
+    /// takes what the transport accepts; `None` hands it straight to the engine.
+    pub intercept: Option<Arc<dyn Fn(Incoming) + Send + Sync>>,
 }
 
 impl ListenerContext {
-    /// Hands a new session to the session engine.
+    /// Hands a new session to the session engine, or to the layer above the transport.
     pub fn accept(&self, incoming: Incoming) {
-        crate::session::engine::spawn(self.proxy.clone(), &self.name, incoming);
+        match &self.intercept {
+            Some(layer) => layer(incoming),
+            None => crate::session::engine::spawn(self.proxy.clone(), &self.name, incoming),
+        }
     }
 }
 

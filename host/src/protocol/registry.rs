@@ -9,15 +9,15 @@ use serde_json::Value;
 
 use super::controller::{self, HttpListenerSpec, ServiceCluster};
 use super::{
-    ClusterProtocol, ListenerProtocol, fork, pipe, stdio, sync, tcp, udp, unix, unix_dgram,
-    websocket,
+    ClusterProtocol, ListenerProtocol, fork, jsonsocket, pipe, stdio, sync, tcp, udp, unix,
+    unix_dgram, websocket,
 };
 use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
 use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
 
 /// Protocols of the l7mp model that this proxy does not implement yet.
-const NOT_YET: &[&str] = &["JSONSocket", "SCTP", "AF_PACKET", "Wasm"];
+const NOT_YET: &[&str] = &["SCTP", "AF_PACKET", "Wasm"];
 
 fn protocol_of(spec: &Value) -> Result<String> {
     match spec.get("protocol") {
@@ -77,6 +77,7 @@ const LISTENERS: &[&str] = &[
     unix::NAME,
     unix_dgram::NAME,
     websocket::NAME,
+    jsonsocket::NAME,
     pipe::NAME,
     "HTTP",
 ];
@@ -95,6 +96,7 @@ pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>>
         "http" => Arc::new(parse::<HttpListenerSpec>(spec, strict)?),
         "unixdomaindgram" => Arc::new(parse::<unix_dgram::UnixDgramListenerSpec>(spec, strict)?),
         "websocket" | "ws" => Arc::new(parse::<websocket::WsListenerSpec>(spec, strict)?),
+        "jsonsocket" => Arc::new(jsonsocket::JsonSocketListener::from_spec(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         _ => return Err(unknown("listener", &protocol, LISTENERS)),
     })
@@ -106,6 +108,7 @@ const CLUSTERS: &[&str] = &[
     unix::NAME,
     unix_dgram::NAME,
     websocket::NAME,
+    jsonsocket::NAME,
     pipe::NAME,
     fork::NAME,
     sync::NAME,
@@ -135,6 +138,7 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
         "jsondecap" => bare(spec, strict, jsondecap::JsonDecap)?,
         "unixdomaindgram" => bare(spec, strict, unix_dgram::UnixDgramCluster)?,
         "websocket" | "ws" => Arc::new(parse::<websocket::WsClusterSpec>(spec, strict)?),
+        "jsonsocket" => Arc::new(jsonsocket::JsonSocketCluster::from_spec(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         "stdio-fork" => {
             let fork: fork::ForkCluster = parse(spec, strict)?;

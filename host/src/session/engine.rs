@@ -143,8 +143,36 @@ pub fn lookup(
 }
 
 async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> Result<(), String> {
+    let Incoming { metadata, mut conn } = incoming;
+    // A peer waiting for a handshake answer gets it, but never holds the session up long.
+    let answer = Duration::from_secs(2);
+    match open(proxy, session, metadata).await {
+        Ok((opened, retry)) => {
+            match tokio::time::timeout(answer, conn.routed(Ok(()))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("source: {e}")),
+                Err(_) => return Err("source: the routing answer could not be sent".into()),
+            }
+            warn_on_mixed_framing(session, &conn, &opened);
+            session.set_status(Status::Connected);
+            session.with_stage(StageRef::Source, |s| s.status = StageStatus::Connected);
+            session.event("CONNECTED", "all stages connected", Value::Null);
+            drive(proxy, session, conn, opened, retry).await
+        }
+        Err(e) => {
+            let _ = tokio::time::timeout(answer, conn.routed(Err(&e))).await;
+            Err(e)
+        }
+    }
+}
+
+/// Routes the session and connects all its stages.
+async fn open(
+    proxy: &Arc<Proxy>,
+    session: &Arc<Session>,
+    mut metadata: Value,
+) -> Result<(Vec<(StageRef, String, Stage)>, Retry), String> {
     let snap = proxy.snapshot();
-    let mut metadata = incoming.metadata;
     let mut uses = Vec::new();
     let routed = lookup(&snap, &session.listener, &mut metadata, &mut uses);
     {
@@ -207,11 +235,7 @@ async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> 
     for ((at, cluster), result) in stages.into_iter().zip(connected) {
         opened.push((at, cluster, result?));
     }
-    warn_on_mixed_framing(session, &incoming.conn, &opened);
-    session.set_status(Status::Connected);
-    session.with_stage(StageRef::Source, |s| s.status = StageStatus::Connected);
-    session.event("CONNECTED", "all stages connected", Value::Null);
-    drive(proxy, session, incoming.conn, opened, route.retry).await
+    Ok((opened, route.retry))
 }
 
 /// Routing a datagram stream into a byte stream loses message boundaries: say so.

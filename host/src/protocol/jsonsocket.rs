@@ -1,0 +1,382 @@
+//! `JSONSocket`: a JSON header handshake in front of a UDP, TCP, WebSocket or UNIX
+//! transport.
+//!
+//! The client's first message is a JSON object with an integer `JSONSocketVersion` (1)
+//! and any metadata it likes. The listener stores it at `metadata.JSONSocket` (so rules
+//! can route on it) and answers `{JSONSocketVersion, JSONSocketStatus,
+//! JSONSocketMessage}`: 200 once the session is routed and connected, 400 for bad JSON
+//! or a missing or non-integer version, 505 for a version above 1, 404 when no rule
+//! matches, 503 when the route could not be connected. A cluster sends a header built
+//! from the session's metadata (`header: [{path: {from, to}} | {path: FROM} |
+//! {set: {key, value}}]`) and waits for a 2xx answer within the route's retry timeout.
+//! Over byte streams the header is the first complete JSON value; what follows it is
+//! data.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
+    ListenerTask, Stage, Target, registry,
+};
+use crate::json::pointer::Pointer;
+use crate::model::parse::typed;
+use crate::model::{ConfigError, Result};
+
+pub const NAME: &str = "JSONSocket";
+const VERSION: i64 = 1;
+/// A header larger than this is refused.
+const MAX_HEADER: usize = 64 * 1024;
+/// How long a client may take to send its header.
+const HEADER_WAIT: Duration = Duration::from_secs(5);
+const TRANSPORTS: &[&str] = &[
+    "UDP",
+    "TCP",
+    "WebSocket",
+    "UnixDomainSocket",
+    "UnixDomainDgram",
+];
+
+#[derive(Deserialize)]
+struct Spec {
+    #[allow(dead_code)]
+    protocol: String,
+    transport: Value,
+    #[serde(default)]
+    header: Vec<Value>,
+}
+
+fn transport_of(spec: &Spec) -> Result<()> {
+    let name = spec
+        .transport
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if TRANSPORTS.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(format!(
+            "spec.transport: JSONSocket runs over {}, not '{name}'",
+            TRANSPORTS.join(", ")
+        )))
+    }
+}
+
+/// A status answer as JSON bytes.
+fn answer(status: u16, message: &str) -> Bytes {
+    Bytes::from(json!({ "JSONSocketVersion": VERSION, "JSONSocketStatus": status, "JSONSocketMessage": message }).to_string())
+}
+
+/// A handshake that went wrong, with the status it answers.
+struct Refusal(u16, String);
+
+/// Reads the first JSON value from `rx`: one message on a datagram transport, the
+/// first complete value of a byte stream. Returns it and what followed it.
+async fn read_json(
+    rx: &mut Box<dyn ChunkRx>,
+    framing: Framing,
+) -> std::result::Result<(Value, Bytes), Refusal> {
+    let mut buf = BytesMut::new();
+    loop {
+        let chunk = rx
+            .recv()
+            .await
+            .map_err(|e| Refusal(400, format!("no header: {e}")))?
+            .ok_or_else(|| Refusal(400, "the connection ended before the header".into()))?;
+        buf.extend_from_slice(&chunk);
+        let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(value)) => {
+                let used = values.byte_offset();
+                let rest = buf.split_off(used).freeze();
+                if framing == Framing::Datagram && !rest.iter().all(u8::is_ascii_whitespace) {
+                    return Err(Refusal(
+                        400,
+                        "the header message holds more than one JSON value".into(),
+                    ));
+                }
+                return Ok((
+                    value,
+                    if framing == Framing::Datagram {
+                        Bytes::new()
+                    } else {
+                        rest
+                    },
+                ));
+            }
+            Some(Err(e)) if e.is_eof() && framing == Framing::Stream && buf.len() < MAX_HEADER => {
+                continue;
+            }
+            Some(Err(e)) => return Err(Refusal(400, format!("the header is not JSON: {e}"))),
+            None if framing == Framing::Stream && buf.len() < MAX_HEADER => continue,
+            None => return Err(Refusal(400, "empty header".into())),
+        }
+    }
+}
+
+/// Checks a client's header.
+fn validate(header: &Value) -> std::result::Result<(), Refusal> {
+    let obj = header
+        .as_object()
+        .ok_or_else(|| Refusal(400, "the header must be a JSON object".into()))?;
+    match obj.get("JSONSocketVersion") {
+        Some(v) if v.is_i64() || v.is_u64() => match v.as_i64() {
+            Some(VERSION) => Ok(()),
+            Some(n) if n > VERSION => Err(Refusal(
+                505,
+                format!("JSONSocket version {n} is not supported (1 is)"),
+            )),
+            _ => Err(Refusal(400, format!("bad JSONSocketVersion {v}"))),
+        },
+        Some(v) => Err(Refusal(
+            400,
+            format!("JSONSocketVersion must be an integer, not {v}"),
+        )),
+        None => Err(Refusal(400, "the header has no JSONSocketVersion".into())),
+    }
+}
+
+/// Hands out what arrived after the header before reading on.
+struct AfterHeader {
+    first: Option<Bytes>,
+    inner: Box<dyn ChunkRx>,
+}
+
+#[async_trait]
+impl ChunkRx for AfterHeader {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        match self.first.take() {
+            Some(first) if !first.is_empty() => Ok(Some(first)),
+            _ => self.inner.recv().await,
+        }
+    }
+}
+
+/// The listener side's sending half: answers the handshake once routing is decided.
+struct Answering {
+    inner: Box<dyn ChunkTx>,
+}
+
+#[async_trait]
+impl ChunkTx for Answering {
+    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.inner.send(chunk).await
+    }
+    async fn routed(&mut self, outcome: std::result::Result<(), &str>) -> io::Result<()> {
+        let reply = match outcome {
+            Ok(()) => answer(200, "OK"),
+            Err(e) if e.contains("No route") => answer(404, e),
+            Err(e) => answer(503, e),
+        };
+        self.inner.send(reply).await
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[derive(Debug)]
+pub struct JsonSocketListener {
+    transport: Arc<dyn ListenerProtocol>,
+}
+
+impl JsonSocketListener {
+    pub fn from_spec(spec: &Value, strict: bool) -> Result<JsonSocketListener> {
+        let parsed: Spec = typed(spec, "spec", strict)?;
+        transport_of(&parsed)?;
+        let transport = registry::listener(&parsed.transport, strict)
+            .map_err(|e| e.context("spec.transport"))?;
+        Ok(JsonSocketListener { transport })
+    }
+}
+
+async fn handshake(cx: ListenerContext, incoming: Incoming) {
+    let Incoming { mut metadata, conn } = incoming;
+    let (framing, peer) = (conn.framing, conn.peer.clone());
+    let (mut rx, mut tx) = conn.into_halves();
+    let header = match tokio::time::timeout(HEADER_WAIT, read_json(&mut rx, framing)).await {
+        Ok(Ok((header, rest))) => validate(&header).map(|()| (header, rest)),
+        Ok(Err(refusal)) => Err(refusal),
+        Err(_) => Err(Refusal(400, format!("no header within {HEADER_WAIT:?}"))),
+    };
+    match header {
+        Ok((header, rest)) => {
+            metadata["JSONSocket"] = header;
+            let conn = Conn::chunks(
+                framing,
+                Box::new(AfterHeader {
+                    first: Some(rest),
+                    inner: rx,
+                }),
+                Box::new(Answering { inner: tx }),
+                peer,
+            );
+            cx.accept(Incoming { metadata, conn });
+        }
+        Err(Refusal(status, message)) => {
+            tracing::debug!(listener = %cx.name, %peer, "JSONSocket handshake refused ({status}): {message}");
+            let _ = tx.send(answer(status, &message)).await;
+            let _ = tx.close().await;
+        }
+    }
+}
+
+#[async_trait]
+impl ListenerProtocol for JsonSocketListener {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        let engine_side = ListenerContext {
+            intercept: None,
+            ..cx.clone()
+        };
+        let layer = move |incoming: Incoming| {
+            tokio::spawn(handshake(engine_side.clone(), incoming));
+        };
+        self.transport
+            .start(ListenerContext {
+                intercept: Some(Arc::new(layer)),
+                ..cx
+            })
+            .await
+    }
+}
+
+/// One rule of the header a cluster sends.
+#[derive(Debug, Clone)]
+enum HeaderRule {
+    Copy { from: Pointer, to: Pointer },
+    Set { key: Pointer, value: Value },
+}
+
+fn header_rule(rule: &Value) -> Result<HeaderRule> {
+    let bad = || {
+        ConfigError::invalid(format!(
+            "spec.header: {rule} is not {{path: {{from, to}}}}, {{path: FROM}} or {{set: {{key, value}}}}"
+        ))
+    };
+    match (rule.get("path"), rule.get("set")) {
+        (Some(Value::String(from)), None) => Ok(HeaderRule::Copy {
+            from: Pointer::parse(from),
+            to: Pointer::parse(from),
+        }),
+        (Some(Value::Object(p)), None) => match (
+            p.get("from").and_then(Value::as_str),
+            p.get("to").and_then(Value::as_str),
+        ) {
+            (Some(from), Some(to)) => Ok(HeaderRule::Copy {
+                from: Pointer::parse(from),
+                to: Pointer::parse(to),
+            }),
+            _ => Err(bad()),
+        },
+        (None, Some(Value::Object(s))) => {
+            match (s.get("key").and_then(Value::as_str), s.get("value")) {
+                (Some(key), Some(value)) => Ok(HeaderRule::Set {
+                    key: Pointer::parse(key),
+                    value: value.clone(),
+                }),
+                _ => Err(bad()),
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[derive(Debug)]
+pub struct JsonSocketCluster {
+    transport: Arc<dyn ClusterProtocol>,
+    header: Vec<HeaderRule>,
+}
+
+impl JsonSocketCluster {
+    pub fn from_spec(spec: &Value, strict: bool) -> Result<JsonSocketCluster> {
+        let parsed: Spec = typed(spec, "spec", strict)?;
+        transport_of(&parsed)?;
+        let transport = registry::cluster(&parsed.transport, strict)
+            .map_err(|e| e.context("spec.transport"))?;
+        let header = parsed
+            .header
+            .iter()
+            .map(header_rule)
+            .collect::<Result<_>>()?;
+        Ok(JsonSocketCluster { transport, header })
+    }
+
+    /// The header for a session: the version, then the rules applied in order.
+    fn header_for(&self, metadata: &Value) -> Value {
+        let mut header = json!({ "JSONSocketVersion": VERSION });
+        for rule in &self.header {
+            let _ = match rule {
+                HeaderRule::Copy { from, to } => match from.get(metadata) {
+                    Some(v) => to.set(&mut header, v.clone()),
+                    None => Ok(()),
+                },
+                HeaderRule::Set { key, value } => key.set(&mut header, value.clone()),
+            };
+        }
+        header
+    }
+}
+
+#[async_trait]
+impl ClusterProtocol for JsonSocketCluster {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn needs_endpoint(&self) -> bool {
+        self.transport.needs_endpoint()
+    }
+
+    /// Connects the transport, sends the header and waits for a 2xx answer (the
+    /// engine bounds the whole connect by the route's retry timeout).
+    async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
+        let header = self.header_for(target.metadata);
+        let Stage::Conn(conn) = self.transport.connect(target).await? else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "JSONSocket needs a network transport",
+            ));
+        };
+        let (framing, peer) = (conn.framing, conn.peer.clone());
+        let (mut rx, mut tx) = conn.into_halves();
+        tx.send(Bytes::from(header.to_string())).await?;
+        let (reply, rest) = read_json(&mut rx, framing).await.map_err(|Refusal(_, m)| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("JSONSocket answer: {m}"),
+            )
+        })?;
+        let status = reply
+            .get("JSONSocketStatus")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if !(200..300).contains(&status) {
+            let message = reply
+                .get("JSONSocketMessage")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("JSONSocket: {peer} answered {status}: {message}"),
+            ));
+        }
+        Ok(Stage::Conn(Conn::chunks(
+            framing,
+            Box::new(AfterHeader {
+                first: Some(rest),
+                inner: rx,
+            }),
+            tx,
+            peer,
+        )))
+    }
+}
