@@ -96,11 +96,11 @@ async fn run(cli: Cli) -> ExitCode {
         return fail(format!("-l: {e}"));
     }
 
-    let has_controller = proxy
-        .snapshot()
+    let snap = proxy.snapshot();
+    let has_controller = snap
         .listeners
-        .values()
-        .any(|l| l.protocol.name() == "HTTP");
+        .keys()
+        .any(|l| protocol::http::serves_controller(&snap, l));
     let admin = match cli.admin.as_deref() {
         Some("off") => None,
         Some(addr) => Some(addr.to_owned()),

@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod http;
+
 mod api;
 mod cli;
 mod ipc;

@@ -229,10 +229,6 @@ async fn handshake(cx: ListenerContext, incoming: Incoming) {
 
 #[async_trait]
 impl ListenerProtocol for JsonSocketListener {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let engine_side = ListenerContext {
             intercept: None,

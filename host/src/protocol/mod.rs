@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod fork;
+pub mod http;
 pub mod jsonsocket;
 pub mod net;
 pub mod pipe;
@@ -200,6 +201,10 @@ pub trait ClusterProtocol: Send + Sync + fmt::Debug {
     fn needs_endpoint(&self) -> bool {
         false
     }
+    /// An `HTTP` cluster forwards HTTP listeners' requests.
+    fn http(&self) -> Option<&dyn http::HttpForward> {
+        None
+    }
     /// Opens this cluster's stage for one session.
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage>;
 }
@@ -267,7 +272,6 @@ impl Drop for ListenerTask {
 /// A listener protocol, built from a listener's `spec` when the listener is created.
 #[async_trait]
 pub trait ListenerProtocol: Send + Sync + fmt::Debug {
-    fn name(&self) -> &'static str;
     /// Binds now, so a bind error reaches whoever created the listener, then accepts in
     /// a task of its own.
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask>;

@@ -134,10 +134,6 @@ impl ClusterProtocol for PipeSpec {
 
 #[async_trait]
 impl ListenerProtocol for PipeSpec {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     /// One session over the FIFOs; when it ends, the next one starts.
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let first = self.open(true)?;

@@ -26,9 +26,6 @@ pub struct TcpListenerSpec {
 
 #[async_trait]
 impl ListenerProtocol for TcpListenerSpec {
-    fn name(&self) -> &'static str {
-        NAME
-    }
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let addr = net::bind_addr(self.address.as_deref(), self.port)?;
         let socket = if addr.is_ipv4() {

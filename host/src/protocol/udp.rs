@@ -125,9 +125,6 @@ fn new_socket(addr: SocketAddr, reuse: Reuse, peer: Option<SocketAddr>) -> io::R
 
 #[async_trait]
 impl ListenerProtocol for UdpListenerSpec {
-    fn name(&self) -> &'static str {
-        NAME
-    }
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let listener = cx.snapshot.listeners.get(&cx.name).cloned();
         let options = listener

@@ -57,9 +57,6 @@ impl Drop for Unlink {
 
 #[async_trait]
 impl ListenerProtocol for UnixListenerSpec {
-    fn name(&self) -> &'static str {
-        NAME
-    }
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let listener = bind(&self.filename)?;
         let unlink = Unlink(self.filename.clone());

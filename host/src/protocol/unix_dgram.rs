@@ -58,10 +58,6 @@ type Peers = Arc<Mutex<HashMap<PathBuf, mpsc::Sender<Bytes>>>>;
 
 #[async_trait]
 impl ListenerProtocol for UnixDgramListenerSpec {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let socket = Arc::new(bind(&self.filename)?);
         let unlink = Unlink(self.filename.clone());

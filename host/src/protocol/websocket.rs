@@ -57,7 +57,7 @@ const HOP_HEADERS: &[&str] = &[
     "trailer",
 ];
 
-fn config(max_message_size: Option<usize>) -> WebSocketConfig {
+pub(crate) fn config(max_message_size: Option<usize>) -> WebSocketConfig {
     let max = max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE);
     // Small buffers: an idle session should not hold 256 KiB of them.
     WebSocketConfig::default()
@@ -118,10 +118,6 @@ fn request_metadata(req: &Request, local: std::net::SocketAddr) -> Value {
 
 #[async_trait]
 impl ListenerProtocol for WsListenerSpec {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let addr = net::bind_addr(self.address.as_deref(), self.port)?;
         let socket = if addr.is_ipv4() {
@@ -211,7 +207,7 @@ struct Kind {
     received_any: AtomicBool,
 }
 
-fn conn<S>(ws: WebSocketStream<S>, peer: String, fallback: MessageKind) -> Conn
+pub(crate) fn conn<S>(ws: WebSocketStream<S>, peer: String, fallback: MessageKind) -> Conn
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
