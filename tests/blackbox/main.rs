@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod af_packet;
+
 mod http;
 
 mod api;

@@ -3,6 +3,7 @@
 //! transport the host owns) or an in-process transform. One file per protocol; the
 //! registry in [`registry`] maps `spec.protocol` names to them.
 
+pub mod af_packet;
 pub mod controller;
 pub mod fork;
 pub mod http;

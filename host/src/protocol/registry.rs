@@ -10,15 +10,15 @@ use serde_json::Value;
 use super::controller::{self, ServiceCluster};
 use super::http::{HttpCluster, HttpListenerSpec};
 use super::{
-    ClusterProtocol, ListenerProtocol, fork, jsonsocket, pipe, stdio, sync, tcp, udp, unix,
-    unix_dgram, websocket,
+    ClusterProtocol, ListenerProtocol, af_packet, fork, jsonsocket, pipe, stdio, sync, tcp, udp,
+    unix, unix_dgram, websocket,
 };
 use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
 use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
 
 /// Protocols of the l7mp model that this proxy does not implement yet.
-const NOT_YET: &[&str] = &["SCTP", "AF_PACKET", "Wasm"];
+const NOT_YET: &[&str] = &["SCTP", "Wasm"];
 
 fn protocol_of(spec: &Value) -> Result<String> {
     match spec.get("protocol") {
@@ -80,7 +80,7 @@ const LISTENERS: &[&str] = &[
     websocket::NAME,
     jsonsocket::NAME,
     pipe::NAME,
-    "HTTP",
+    af_packet::NAME,
     "HTTP",
 ];
 
@@ -99,6 +99,7 @@ pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>>
         "unixdomaindgram" => Arc::new(parse::<unix_dgram::UnixDgramListenerSpec>(spec, strict)?),
         "websocket" | "ws" => Arc::new(parse::<websocket::WsListenerSpec>(spec, strict)?),
         "jsonsocket" => Arc::new(jsonsocket::JsonSocketListener::from_spec(spec, strict)?),
+        "af_packet" => Arc::new(parse::<af_packet::PacketSpec>(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         _ => return Err(unknown("listener", &protocol, LISTENERS)),
     })
@@ -122,6 +123,7 @@ const CLUSTERS: &[&str] = &[
     jsonencap::NAME,
     jsondecap::NAME,
     "HTTP",
+    af_packet::NAME,
     controller::CONTROLLER,
     controller::PROMETHEUS,
 ];
@@ -143,6 +145,7 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
         "websocket" | "ws" => Arc::new(parse::<websocket::WsClusterSpec>(spec, strict)?),
         "jsonsocket" => Arc::new(jsonsocket::JsonSocketCluster::from_spec(spec, strict)?),
         "http" => Arc::new(HttpCluster::from_spec(spec, strict)?),
+        "af_packet" => Arc::new(parse::<af_packet::PacketSpec>(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         "stdio-fork" => {
             let fork: fork::ForkCluster = parse(spec, strict)?;
