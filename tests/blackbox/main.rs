@@ -12,6 +12,7 @@ mod cli;
 mod ipc;
 mod jsonsocket;
 mod routing;
+mod sctp;
 mod sessions;
 mod stream;
 mod transforms;

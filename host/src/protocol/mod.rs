@@ -11,6 +11,7 @@ pub mod jsonsocket;
 pub mod net;
 pub mod pipe;
 pub mod registry;
+pub mod sctp;
 pub mod stdio;
 pub mod stream;
 pub mod sync;

@@ -10,15 +10,15 @@ use serde_json::Value;
 use super::controller::{self, ServiceCluster};
 use super::http::{HttpCluster, HttpListenerSpec};
 use super::{
-    ClusterProtocol, ListenerProtocol, af_packet, fork, jsonsocket, pipe, stdio, sync, tcp, udp,
-    unix, unix_dgram, websocket,
+    ClusterProtocol, ListenerProtocol, af_packet, fork, jsonsocket, pipe, sctp, stdio, sync, tcp,
+    udp, unix, unix_dgram, websocket,
 };
 use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
 use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
 
 /// Protocols of the l7mp model that this proxy does not implement yet.
-const NOT_YET: &[&str] = &["SCTP", "Wasm"];
+const NOT_YET: &[&str] = &["Wasm"];
 
 fn protocol_of(spec: &Value) -> Result<String> {
     match spec.get("protocol") {
@@ -81,6 +81,7 @@ const LISTENERS: &[&str] = &[
     jsonsocket::NAME,
     pipe::NAME,
     af_packet::NAME,
+    sctp::NAME,
     "HTTP",
 ];
 
@@ -99,6 +100,7 @@ pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>>
         "unixdomaindgram" => Arc::new(parse::<unix_dgram::UnixDgramListenerSpec>(spec, strict)?),
         "websocket" | "ws" => Arc::new(parse::<websocket::WsListenerSpec>(spec, strict)?),
         "jsonsocket" => Arc::new(jsonsocket::JsonSocketListener::from_spec(spec, strict)?),
+        "sctp" => Arc::new(parse::<sctp::SctpListenerSpec>(spec, strict)?),
         "af_packet" => Arc::new(parse::<af_packet::PacketSpec>(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         _ => return Err(unknown("listener", &protocol, LISTENERS)),
@@ -124,6 +126,7 @@ const CLUSTERS: &[&str] = &[
     jsondecap::NAME,
     "HTTP",
     af_packet::NAME,
+    sctp::NAME,
     controller::CONTROLLER,
     controller::PROMETHEUS,
 ];
@@ -145,6 +148,7 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
         "websocket" | "ws" => Arc::new(parse::<websocket::WsClusterSpec>(spec, strict)?),
         "jsonsocket" => Arc::new(jsonsocket::JsonSocketCluster::from_spec(spec, strict)?),
         "http" => Arc::new(HttpCluster::from_spec(spec, strict)?),
+        "sctp" => Arc::new(parse::<sctp::SctpClusterSpec>(spec, strict)?),
         "af_packet" => Arc::new(parse::<af_packet::PacketSpec>(spec, strict)?),
         "pipe" => Arc::new(pipe_spec(spec, strict)?),
         "stdio-fork" => {
