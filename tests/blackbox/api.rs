@@ -75,10 +75,10 @@ fn error_codes_name_the_problem() {
     check(
         proxy.post(
             "/api/v1/clusters",
-            json!({"cluster": {"name": "c", "spec": {"protocol": "SCTP"}}}),
+            json!({"cluster": {"name": "c", "spec": {"protocol": "Wasm", "plugin": "p"}}}),
         ),
         422,
-        "protocol SCTP not supported yet",
+        "protocol Wasm not supported yet",
     );
     check(
         proxy.post("/api/v1/rules", json!({"rule": {"name": "bad", "match": {"op": "matches", "path": "/a", "value": "("}, "action": {"route": "r"}}})),

@@ -35,8 +35,8 @@ fn config_errors_exit_non_zero_naming_the_problem() {
         ),
         (
             "bad-proto.yaml",
-            "clusters:\n  - name: sc\n    spec: {protocol: SCTP, port: 80}\n",
-            "cluster 'sc': protocol SCTP not supported yet",
+            "clusters:\n  - name: sc\n    spec: {protocol: Wasm, plugin: p}\n",
+            "cluster 'sc': protocol Wasm not supported yet",
         ),
         (
             "bad-rule.yaml",

@@ -187,8 +187,8 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let e = |r: Result<Arc<dyn ClusterProtocol>>| r.unwrap_err().message;
         assert_eq!(
-            e(cluster(&json!({"protocol": "SCTP", "port": 80}), false)),
-            "protocol SCTP not supported yet as a cluster"
+            e(cluster(&json!({"protocol": "Wasm", "plugin": "p"}), false)),
+            "protocol Wasm not supported yet as a cluster"
         );
         assert!(
             e(cluster(&json!({"protocol": "Bogus"}), false))
