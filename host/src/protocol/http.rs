@@ -28,7 +28,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::net::{TcpListener, TcpSocket};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::controller::{CONTROLLER, PROMETHEUS};
@@ -170,15 +169,7 @@ struct Served {
 #[async_trait]
 impl ListenerProtocol for HttpListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let addr = net::bind_addr(self.address.as_deref(), self.port)?;
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr).map_err(|e| net::at(addr, e))?;
-        let listener: TcpListener = socket.listen(1024).map_err(|e| net::at(addr, e))?;
+        let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
         let local = listener.local_addr()?;
         let served = Arc::new(Served {
             api: crate::api::router(cx.proxy.clone()),
@@ -190,8 +181,7 @@ impl ListenerProtocol for HttpListenerSpec {
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!(listener = %served.cx.name, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        net::accept_failed(&served.cx.name, e).await;
                         continue;
                     }
                 };

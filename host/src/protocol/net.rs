@@ -65,3 +65,56 @@ pub fn metadata(proto: &str, local: SocketAddr, peer: SocketAddr) -> Value {
 pub fn at(addr: impl std::fmt::Display, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{addr}: {e}"))
 }
+
+/// A TCP listening socket on `address` (all IPv4 interfaces by default) and `port`.
+pub fn listen_tcp(address: Option<&str>, port: u16) -> io::Result<tokio::net::TcpListener> {
+    let addr = bind_addr(address, port)?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr).map_err(|e| at(addr, e))?;
+    socket.listen(1024).map_err(|e| at(addr, e))
+}
+
+/// What an accept loop does when accept fails (EMFILE and friends): say so and back
+/// off instead of spinning.
+pub async fn accept_failed(listener: &str, e: io::Error) {
+    tracing::warn!(listener, "accept failed: {e}");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// The local address a cluster socket binds to reach `remote`: `bind` when given,
+/// else any address of the remote's family.
+pub fn local_for(remote: SocketAddr, bind: Option<&HostPort>) -> io::Result<SocketAddr> {
+    let port = bind.and_then(|b| b.port).unwrap_or(0);
+    match bind.and_then(|b| b.address.as_deref()) {
+        Some(a) => bind_addr(Some(a), port),
+        None if remote.is_ipv6() => bind_addr(Some("::"), port),
+        None => bind_addr(None, port),
+    }
+}
+
+/// A TCP connection to `host:port` from `bind` (if given), with Nagle off.
+pub async fn connect_tcp(
+    host: &str,
+    port: u16,
+    bind: Option<&HostPort>,
+) -> io::Result<tokio::net::TcpStream> {
+    let remote = resolve(host, port).await?;
+    let socket = if remote.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if bind.is_some() {
+        socket.set_reuseaddr(true)?;
+        let local = local_for(remote, bind)?;
+        socket.bind(local).map_err(|e| at(local, e))?;
+    }
+    let stream = socket.connect(remote).await.map_err(|e| at(remote, e))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

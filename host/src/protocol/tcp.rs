@@ -5,7 +5,6 @@ use std::io;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::net::{self, HostPort};
 use super::stream::StreamSocket;
@@ -27,15 +26,7 @@ pub struct TcpListenerSpec {
 #[async_trait]
 impl ListenerProtocol for TcpListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let addr = net::bind_addr(self.address.as_deref(), self.port)?;
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr).map_err(|e| net::at(addr, e))?;
-        let listener: TcpListener = socket.listen(1024).map_err(|e| net::at(addr, e))?;
+        let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
         let local = listener.local_addr()?;
         let task = tokio::spawn(async move {
             loop {
@@ -57,9 +48,7 @@ impl ListenerProtocol for TcpListenerSpec {
                         cx.accept(Incoming { metadata, conn });
                     }
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(listener = %cx.name, "accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        net::accept_failed(&cx.name, e).await;
                     }
                 }
             }
@@ -88,22 +77,8 @@ impl ClusterProtocol for TcpClusterSpec {
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
         let (host, port) = target.host_port(self.port)?;
-        let remote = net::resolve(&host, port).await?;
-        let socket = if remote.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(bind) = &self.bind {
-            socket.set_reuseaddr(true)?;
-            let local = net::bind_addr(bind.address.as_deref(), bind.port.unwrap_or(0))?;
-            socket.bind(local).map_err(|e| net::at(local, e))?;
-        }
-        let stream: TcpStream = socket
-            .connect(remote)
-            .await
-            .map_err(|e| net::at(remote, e))?;
-        stream.set_nodelay(true)?;
+        let stream = net::connect_tcp(&host, port, self.bind.as_ref()).await?;
+        let remote = stream.peer_addr()?;
         Ok(Stage::Conn(Conn::socket(
             StreamSocket::Tcp(stream),
             remote.to_string(),

@@ -542,12 +542,7 @@ impl ClusterProtocol for UdpClusterSpec {
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
         let (host, port) = target.host_port(self.port)?;
         let remote = net::resolve(&host, port).await?;
-        let bind = self.bind.clone().unwrap_or_default();
-        let local = match bind.address.as_deref() {
-            Some(a) => net::bind_addr(Some(a), bind.port.unwrap_or(0))?,
-            None if remote.is_ipv6() => net::bind_addr(Some("::"), bind.port.unwrap_or(0))?,
-            None => net::bind_addr(None, bind.port.unwrap_or(0))?,
-        };
+        let local = net::local_for(remote, self.bind.as_ref())?;
         let socket = Arc::new(new_socket(local, Reuse::Cluster, None)?);
         socket
             .connect(remote)

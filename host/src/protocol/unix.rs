@@ -73,8 +73,7 @@ impl ListenerProtocol for UnixListenerSpec {
                         });
                     }
                     Err(e) => {
-                        tracing::warn!(listener = %cx.name, "accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        net::accept_failed(&cx.name, e).await;
                     }
                 }
             }

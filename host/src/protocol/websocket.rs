@@ -23,7 +23,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -119,15 +118,7 @@ fn request_metadata(req: &Request, local: std::net::SocketAddr) -> Value {
 #[async_trait]
 impl ListenerProtocol for WsListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let addr = net::bind_addr(self.address.as_deref(), self.port)?;
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr).map_err(|e| net::at(addr, e))?;
-        let listener: TcpListener = socket.listen(1024).map_err(|e| net::at(addr, e))?;
+        let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
         let local = listener.local_addr()?;
         let max = self.max_message_size;
         let task = tokio::spawn(async move {
@@ -135,8 +126,7 @@ impl ListenerProtocol for WsListenerSpec {
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!(listener = %cx.name, "accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        net::accept_failed(&cx.name, e).await;
                         continue;
                     }
                 };
@@ -380,21 +370,8 @@ impl ClusterProtocol for WsClusterSpec {
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
         let (host, port) = target.host_port(self.port)?;
-        let remote = net::resolve(&host, port).await?;
-        let socket = if remote.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(bind) = &self.bind {
-            let local = net::bind_addr(bind.address.as_deref(), bind.port.unwrap_or(0))?;
-            socket.bind(local).map_err(|e| net::at(local, e))?;
-        }
-        let stream = socket
-            .connect(remote)
-            .await
-            .map_err(|e| net::at(remote, e))?;
-        stream.set_nodelay(true)?;
+        let stream = net::connect_tcp(&host, port, self.bind.as_ref()).await?;
+        let remote = stream.peer_addr()?;
         let request = upstream_request(&host, port, target.metadata)?;
         let (ws, _) = tokio_tungstenite::client_async_with_config(
             request,
