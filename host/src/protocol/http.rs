@@ -21,16 +21,17 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody as BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming as Body;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::controller::{CONTROLLER, PROMETHEUS};
+use super::http_meta;
 use super::{
     ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net,
     websocket,
@@ -69,50 +70,6 @@ fn error_reply(status: StatusCode, message: &str) -> Reply {
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-/// A request as l7mp's `HTTP` metadata.
-fn request_metadata<B>(req: &Request<B>, local: SocketAddr) -> Value {
-    let mut headers = Map::new();
-    for (name, value) in req.headers() {
-        headers.insert(
-            name.as_str().to_owned(),
-            json!(String::from_utf8_lossy(value.as_bytes())),
-        );
-    }
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    let (hostname, port) = match host.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => {
-            (h.to_owned(), p.parse().unwrap_or(local.port()))
-        }
-        _ => (host.clone(), local.port()),
-    };
-    let uri = req.uri();
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    json!({
-        "version": format!("{:?}", req.version()).trim_start_matches("HTTP/").to_owned(),
-        "method": req.method().as_str(),
-        "url": {
-            "url": path_and_query,
-            "href": format!("http://{host}{path_and_query}"),
-            "protocol": "http:",
-            "host": hostname,
-            "port": port,
-            "path": uri.path(),
-            "query": uri.query().unwrap_or_default(),
-        },
-        "headers": headers,
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,7 +174,7 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
 async fn handle(served: &Served, peer: SocketAddr, req: Request<Body>) -> Reply {
     let cx = &served.cx;
     let mut metadata = net::metadata("TCP", served.local, peer);
-    metadata["HTTP"] = request_metadata(&req, served.local);
+    metadata["HTTP"] = http_meta::request_metadata(&req, served.local, "http");
     let m = crate::metrics::global();
     m.listener_sessions.with_label_values(&[&cx.name]).inc();
     if is_websocket_upgrade(&req) {
@@ -423,25 +380,7 @@ impl HttpForward for HttpCluster {
             metadata,
         };
         let (host, port) = target.host_port(self.port)?;
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        let url = metadata.pointer("/HTTP/url");
-        let path = url
-            .and_then(|u| u.get("path"))
-            .and_then(Value::as_str)
-            .filter(|p| p.starts_with('/'))
-            .unwrap_or("/");
-        let query = url
-            .and_then(|u| u.get("query"))
-            .and_then(Value::as_str)
-            .filter(|q| !q.is_empty());
-        let uri = match query {
-            Some(q) => format!("http://{host}:{port}{path}?{q}"),
-            None => format!("http://{host}:{port}{path}"),
-        };
+        let uri = http_meta::upstream_url("http", &host, port, metadata);
         let (parts, body) = req.into_parts();
         let mut upstream = Request::builder().method(parts.method).uri(uri);
         for (name, value) in &parts.headers {
@@ -450,24 +389,9 @@ impl HttpForward for HttpCluster {
             }
         }
         // Rewritten headers in the metadata win over the request's own.
-        if let Some(headers) = metadata.pointer("/HTTP/headers").and_then(Value::as_object) {
-            for (name, value) in headers {
-                let lower = name.to_ascii_lowercase();
-                if HOP_HEADERS.contains(&lower.as_str()) {
-                    continue;
-                }
-                let text = match value {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::from_bytes(lower.as_bytes()),
-                    HeaderValue::from_str(&text),
-                ) {
-                    if let Some(h) = upstream.headers_mut() {
-                        h.insert(n, v);
-                    }
-                }
+        if let Some(headers) = upstream.headers_mut() {
+            for (name, value) in http_meta::forwarded_headers(metadata, HOP_HEADERS) {
+                headers.insert(name, value);
             }
         }
         upstream = upstream.header("x-forwarded-for", peer.ip().to_canonical().to_string());

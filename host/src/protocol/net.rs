@@ -66,6 +66,19 @@ pub fn at(addr: impl std::fmt::Display, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{addr}: {e}"))
 }
 
+/// The spec of a cluster that opens a socket per session: TCP, UDP, SCTP.
+#[derive(Debug, Deserialize)]
+pub struct SocketClusterSpec {
+    #[allow(dead_code)]
+    protocol: String,
+    /// The endpoints' port (an endpoint's own `spec.port` wins).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Where the cluster's sockets bind.
+    #[serde(default)]
+    pub bind: Option<HostPort>,
+}
+
 /// A TCP listening socket on `address` (all IPv4 interfaces by default) and `port`.
 pub fn listen_tcp(address: Option<&str>, port: u16) -> io::Result<tokio::net::TcpListener> {
     let addr = bind_addr(address, port)?;

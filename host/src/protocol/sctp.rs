@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::net::{self, HostPort};
+use super::net::{self};
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
@@ -370,15 +370,10 @@ impl ListenerProtocol for SctpListenerSpec {
     }
 }
 
+/// `port` and `bind`, as every socket cluster.
 #[derive(Debug, Deserialize)]
-pub struct SctpClusterSpec {
-    #[allow(dead_code)]
-    protocol: String,
-    #[serde(default)]
-    port: Option<u16>,
-    #[serde(default)]
-    bind: Option<HostPort>,
-}
+#[serde(transparent)]
+pub struct SctpClusterSpec(net::SocketClusterSpec);
 
 #[async_trait]
 impl ClusterProtocol for SctpClusterSpec {
@@ -389,9 +384,9 @@ impl ClusterProtocol for SctpClusterSpec {
         true
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (host, port) = target.host_port(self.port)?;
+        let (host, port) = target.host_port(self.0.port)?;
         let remote = net::resolve(&host, port).await?;
-        let local = net::local_for(remote, self.bind.as_ref())?;
+        let local = net::local_for(remote, self.0.bind.as_ref())?;
         let socket = Arc::new(
             UdpSocket::bind(local)
                 .await

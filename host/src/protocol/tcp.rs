@@ -6,7 +6,7 @@ use std::io;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::net::{self, HostPort};
+use super::net::{self};
 use super::stream::StreamSocket;
 use super::{
     ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target,
@@ -57,15 +57,10 @@ impl ListenerProtocol for TcpListenerSpec {
     }
 }
 
+/// `port` and `bind`, as every socket cluster.
 #[derive(Debug, Deserialize)]
-pub struct TcpClusterSpec {
-    #[allow(dead_code)]
-    protocol: String,
-    #[serde(default)]
-    port: Option<u16>,
-    #[serde(default)]
-    bind: Option<HostPort>,
-}
+#[serde(transparent)]
+pub struct TcpClusterSpec(net::SocketClusterSpec);
 
 #[async_trait]
 impl ClusterProtocol for TcpClusterSpec {
@@ -76,8 +71,8 @@ impl ClusterProtocol for TcpClusterSpec {
         true
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (host, port) = target.host_port(self.port)?;
-        let stream = net::connect_tcp(&host, port, self.bind.as_ref()).await?;
+        let (host, port) = target.host_port(self.0.port)?;
+        let stream = net::connect_tcp(&host, port, self.0.bind.as_ref()).await?;
         let remote = stream.peer_addr()?;
         Ok(Stage::Conn(Conn::socket(
             StreamSocket::Tcp(stream),

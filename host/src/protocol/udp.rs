@@ -521,15 +521,10 @@ impl ChunkTx for SocketTx {
     }
 }
 
+/// `port` and `bind`, as every socket cluster.
 #[derive(Debug, Deserialize)]
-pub struct UdpClusterSpec {
-    #[allow(dead_code)]
-    protocol: String,
-    #[serde(default)]
-    port: Option<u16>,
-    #[serde(default)]
-    bind: Option<HostPort>,
-}
+#[serde(transparent)]
+pub struct UdpClusterSpec(net::SocketClusterSpec);
 
 #[async_trait]
 impl ClusterProtocol for UdpClusterSpec {
@@ -540,9 +535,9 @@ impl ClusterProtocol for UdpClusterSpec {
         true
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (host, port) = target.host_port(self.port)?;
+        let (host, port) = target.host_port(self.0.port)?;
         let remote = net::resolve(&host, port).await?;
-        let local = net::local_for(remote, self.bind.as_ref())?;
+        let local = net::local_for(remote, self.0.bind.as_ref())?;
         let socket = Arc::new(new_socket(local, Reuse::Cluster, None)?);
         socket
             .connect(remote)

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::http_meta;
 use super::net::{self, HostPort};
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
@@ -77,44 +78,6 @@ pub struct WsListenerSpec {
     max_message_size: Option<usize>,
 }
 
-/// What the upgrade request said, as l7mp's `HTTP` metadata.
-fn request_metadata(req: &Request, local: std::net::SocketAddr) -> Value {
-    let mut headers = Map::new();
-    for (name, value) in req.headers() {
-        headers.insert(
-            name.as_str().to_owned(),
-            json!(String::from_utf8_lossy(value.as_bytes())),
-        );
-    }
-    let host = req
-        .headers()
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let (hostname, port) = match host.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => {
-            (h.to_owned(), p.parse::<u16>().unwrap_or(local.port()))
-        }
-        _ => (host.clone(), local.port()),
-    };
-    let uri = req.uri();
-    json!({
-        "version": "1.1",
-        "method": req.method().as_str(),
-        "url": {
-            "url": uri.to_string(),
-            "href": format!("ws://{host}{uri}"),
-            "protocol": "ws:",
-            "host": hostname,
-            "port": port,
-            "path": uri.path(),
-            "query": uri.query().unwrap_or_default(),
-        },
-        "headers": headers,
-    })
-}
-
 #[async_trait]
 impl ListenerProtocol for WsListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
@@ -137,7 +100,7 @@ impl ListenerProtocol for WsListenerSpec {
                     let mut http = Value::Null;
                     let callback =
                         |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-                            http = request_metadata(req, local);
+                            http = http_meta::request_metadata(req, local, "ws");
                             let offered = req
                                 .headers()
                                 .get("sec-websocket-protocol")
@@ -313,25 +276,7 @@ pub struct WsClusterSpec {
 /// The upgrade request for an upstream: its path, query and forwarded headers come
 /// from the session's metadata.
 fn upstream_request(host: &str, port: u16, metadata: &Value) -> io::Result<Request> {
-    let url = metadata.pointer("/HTTP/url");
-    let path = url
-        .and_then(|u| u.get("path"))
-        .and_then(Value::as_str)
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or("/");
-    let query = url
-        .and_then(|u| u.get("query"))
-        .and_then(Value::as_str)
-        .filter(|q| !q.is_empty());
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    let uri = match query {
-        Some(q) => format!("ws://{host}:{port}{path}?{q}"),
-        None => format!("ws://{host}:{port}{path}"),
-    };
+    let uri = http_meta::upstream_url("ws", host, port, metadata);
     let mut request = tungstenite::client::IntoClientRequest::into_client_request(uri.as_str())
         .map_err(|e| {
             io::Error::new(
@@ -339,24 +284,9 @@ fn upstream_request(host: &str, port: u16, metadata: &Value) -> io::Result<Reque
                 format!("upstream URL {uri}: {e}"),
             )
         })?;
-    if let Some(headers) = metadata.pointer("/HTTP/headers").and_then(Value::as_object) {
-        for (name, value) in headers {
-            let lower = name.to_ascii_lowercase();
-            if HOP_HEADERS.contains(&lower.as_str()) {
-                continue;
-            }
-            let value = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if let (Ok(n), Ok(v)) = (
-                tungstenite::http::HeaderName::from_bytes(lower.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                request.headers_mut().insert(n, v);
-            }
-        }
-    }
+    request
+        .headers_mut()
+        .extend(http_meta::forwarded_headers(metadata, HOP_HEADERS));
     Ok(request)
 }
 
