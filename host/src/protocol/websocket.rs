@@ -3,8 +3,9 @@
 //! The listener performs the HTTP upgrade and puts the request into the session's
 //! metadata (`HTTP.url`, `HTTP.headers`), so rules can route on path and headers; it
 //! accepts the first subprotocol the client offers. The cluster connects to its
-//! endpoint and asks for the path and query in `metadata.HTTP.url` (a rewrite may set
-//! them), forwarding the client's end-to-end headers and subprotocols. Pings are
+//! endpoint (or, with no endpoints, to the host and port in `metadata.HTTP.url`) and
+//! asks for the path and query in `metadata.HTTP.url` (a rewrite may set all of them),
+//! forwarding the client's end-to-end headers and subprotocols. Pings are
 //! answered and close handshakes completed by tungstenite.
 //!
 //! A chunk carries no message kind, so each connection sends in the kind it last
@@ -295,11 +296,29 @@ impl ClusterProtocol for WsClusterSpec {
     fn name(&self) -> &'static str {
         NAME
     }
-    fn needs_endpoint(&self) -> bool {
-        true
-    }
+    /// Without endpoints, the cluster connects where `metadata.HTTP.url` points.
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (host, port) = target.host_port(self.port)?;
+        let (host, port) = match target.endpoint {
+            Some(_) => target.host_port(self.port)?,
+            None => {
+                let url = target.metadata.pointer("/HTTP/url");
+                let host = url.and_then(|u| u.get("host")).and_then(Value::as_str);
+                let port = url
+                    .and_then(|u| u.get("port"))
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .or(self.port);
+                match (host, port) {
+                    (Some(h), Some(p)) if !h.is_empty() => (h.to_owned(), p),
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "no endpoint, and no host and port in metadata.HTTP.url",
+                        ));
+                    }
+                }
+            }
+        };
         let stream = net::connect_tcp(&host, port, self.bind.as_ref()).await?;
         let remote = stream.peer_addr()?;
         let request = upstream_request(&host, port, target.metadata)?;

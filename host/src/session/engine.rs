@@ -283,11 +283,7 @@ async fn connect(
         let result = match snap.clusters.get(cluster_name) {
             None => Err(format!("cluster '{cluster_name}' not found")),
             Some(cluster) => {
-                let endpoint = if cluster.protocol.needs_endpoint() {
-                    cluster.balancer.pick(&session.state().metadata)
-                } else {
-                    None
-                };
+                let endpoint = cluster.balancer.pick(&session.state().metadata);
                 if cluster.protocol.needs_endpoint() && endpoint.is_none() {
                     Err(format!("cluster '{cluster_name}' has no endpoint"))
                 } else {
