@@ -82,11 +82,9 @@ fn oversized_messages_end_only_their_session() {
     // The proxy refuses the 2 MiB message (its limit is 1 MiB) and closes that session,
     // possibly while the client is still sending it.
     if greedy.send(Message::binary(vec![7u8; 2 << 20])).is_ok() {
-        loop {
-            match greedy.read() {
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(other) => panic!("the oversized message was answered: {other:?}"),
-            }
+        match greedy.read() {
+            Ok(Message::Close(_)) | Err(_) => {}
+            Ok(other) => panic!("the oversized message was answered: {other:?}"),
         }
     }
     steady.send(Message::text("still here")).unwrap();

@@ -169,7 +169,7 @@ impl Builder {
         Ok(name)
     }
 
-    fn object<'v>(value: &'v Value, kind: Kind) -> Result<&'v Value> {
+    fn object(value: &Value, kind: Kind) -> Result<&Value> {
         if value.is_object() {
             Ok(value)
         } else {

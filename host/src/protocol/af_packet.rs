@@ -105,7 +105,7 @@ fn recv_frame(fd: i32, buf: &mut [u8]) -> io::Result<Option<usize>> {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok((addr.sll_pkttype != libc::PACKET_OUTGOING as u8).then_some(n as usize))
+        Ok((addr.sll_pkttype != libc::PACKET_OUTGOING).then_some(n as usize))
     }
 }
 

@@ -258,7 +258,7 @@ impl Driver {
                     }
                     _ => {}
                 }
-                if self.assocs.get(&handle).is_none() {
+                if !self.assocs.contains_key(&handle) {
                     break;
                 }
             }

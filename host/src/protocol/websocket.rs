@@ -81,6 +81,8 @@ pub struct WsListenerSpec {
 
 #[async_trait]
 impl ListenerProtocol for WsListenerSpec {
+    // tungstenite's handshake callback returns its error response by value.
+    #[allow(clippy::result_large_err)]
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
         let local = listener.local_addr()?;
