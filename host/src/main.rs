@@ -40,6 +40,10 @@ struct Cli {
     /// Strict mode: reject unknown fields in configs and API requests.
     #[arg(short = 's', long = "strict")]
     strict: bool,
+    /// Check the config and exit: 0 when it is valid, 2 with the problem otherwise.
+    /// Nothing is bound.
+    #[arg(long = "check")]
+    check: bool,
     /// Where the REST API and /metrics listen; `off` for nowhere. When the config
     /// declares its own controller listener (an HTTP listener routed to
     /// L7mpController), the API is served there and this applies only if given.
@@ -84,6 +88,29 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(doc) => doc,
         Err(e) => return fail(format!("{source}: {e}")),
     };
+    if cli.check {
+        let strict = cli.strict
+            || doc
+                .pointer("/admin/strict")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        let mut builder = model::inline::Builder::new(&model::Snapshot::default(), strict);
+        return match builder.add_config(&doc) {
+            Ok(()) => {
+                let s = &builder.snap;
+                println!(
+                    "{source}: OK ({} listeners, {} clusters, {} rulelists, {} rules, {} routes)",
+                    s.listeners.len(),
+                    s.clusters.len(),
+                    s.rulelists.len(),
+                    s.rules.len(),
+                    s.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("{source}: {e}")),
+        };
+    }
     let proxy = proxy::Proxy::new(cli.strict);
     if let Err(e) = proxy.load_config(&doc).await {
         return fail(format!("{source}: {e}"));

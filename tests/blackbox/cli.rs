@@ -161,3 +161,28 @@ clusters:
     );
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn every_example_config_is_valid_and_check_reports_errors() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
+            let (code, stderr) = run_to_exit(&["--check", "-c", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "{}: {stderr}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} examples");
+    let bad = write_config(
+        "check-bad.yaml",
+        "listeners:\n  - name: l\n    spec: {protocol: TCP}\n    rules: r\n",
+    );
+    let (code, stderr) = run_to_exit(&["--check", "-c", bad.to_str().unwrap()]);
+    assert!(
+        code == 2 && stderr.contains("missing field `port`"),
+        "{code}: {stderr}"
+    );
+    let _ = std::fs::remove_file(bad);
+}
