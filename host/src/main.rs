@@ -20,6 +20,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::Value;
 
+/// Sessions allocate and free many small objects across threads; mimalloc keeps
+/// that cheap (measured: fewer instructions per new session than glibc malloc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The configuration `l7mp` runs on without `-c`: the API and `/metrics` on the admin
 /// address, nothing else listening.
 const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
