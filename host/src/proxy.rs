@@ -250,6 +250,9 @@ impl Proxy {
             strict,
         );
         builder.add_config(doc)?;
+        // Logging settings first: a log file that cannot be opened stops the load
+        // before any listener is touched.
+        apply_admin(&builder.snap.admin).map_err(ConfigError::invalid)?;
         let created = builder.created.clone();
         // Listeners that stay the same keep running; the others stop before the new
         // ones bind (they may want the same ports).
@@ -271,8 +274,8 @@ impl Proxy {
                 }
             }
         }
-        let admin = builder.snap.admin.clone();
         if let Err(e) = self.commit(builder.snap, &created, keep).await {
+            let _ = apply_admin(&current.admin);
             for name in stopped {
                 if let Ok(task) = self.start_listener(&current, &name).await {
                     self.running().insert(name, task);
@@ -287,7 +290,7 @@ impl Proxy {
         {
             metrics::global().forget_listener(name);
         }
-        apply_admin(&admin).map_err(ConfigError::invalid)
+        Ok(())
     }
 
     /// `POST /api/v1/admin`: merges the given settings.
@@ -305,12 +308,7 @@ impl Proxy {
             merged[k] = v.clone();
         }
         let admin: Admin = typed(&merged, "admin", self.strict(&current))?;
-        if !["init", "no_init", "disable"].contains(&admin.offload.as_str()) {
-            return Err(ConfigError::invalid(format!(
-                "admin: offload '{}' is not one of init, no_init, disable",
-                admin.offload
-            )));
-        }
+        admin.validate().map_err(ConfigError::invalid)?;
         apply_admin(&admin).map_err(ConfigError::invalid)?;
         let mut next = (*current).clone();
         next.admin = admin;

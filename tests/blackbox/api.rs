@@ -1,5 +1,7 @@
 //! The REST API: every verb's success and error answers.
 
+use std::io::Write;
+
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -267,4 +269,70 @@ fn admin_changes_the_log_level_at_run_time() {
     let (_, admin) = proxy.get("/api/v1/admin");
     assert_eq!(admin["log_level"], "silly");
     assert_eq!(admin["version"], env!("CARGO_PKG_VERSION"));
+}
+
+/// Hostile bodies at every path: always a 4xx JSON answer naming the problem, and the
+/// proxy keeps serving.
+#[test]
+fn hostile_requests_get_4xx_and_never_take_the_proxy_down() {
+    let proxy = Proxy::start();
+    let port = free_tcp_port();
+    proxy.create("/api/v1/listeners", listener("keep", port));
+    let bodies = [
+        "null",
+        "[]",
+        "42",
+        "\"text\"",
+        "{}",
+        "{\"listener\": null}",
+        "{\"listener\": []}",
+        "{\"listener\": {\"name\": 7, \"spec\": {}}}",
+        "{\"listener\": {\"name\": \"x\", \"spec\": {\"protocol\": \"TCP\", \"port\": 70000}, \"rules\": \"r\"}}",
+        "{\"listener\": {\"name\": \"x\", \"spec\": {\"protocol\": \"UDP\", \"port\": 1, \"connect\": \"nope\"}, \"rules\": []}}",
+        "{\"listener\": {\"name\": \"has space\", \"spec\": {\"protocol\": \"TCP\", \"port\": 1}, \"rules\": \"r\"}}",
+        "{\"cluster\": {\"name\": \"c\", \"spec\": {\"protocol\": \"TCP\"}, \"endpoints\": [{\"spec\": {}}]}}",
+        "{\"cluster\": {\"name\": \"c\", \"spec\": {\"protocol\": \"TCP\"}, \"endpoints\": [{\"spec\": {\"address\": \"a\"}, \"weight\": -1}]}}",
+        "{\"cluster\": {\"name\": \"c\", \"spec\": {\"protocol\": \"STDIO-fork\", \"command\": \"sh\"}}}",
+        "{\"cluster\": {\"name\": \"c\", \"spec\": {\"protocol\": \"JSONSocket\", \"transport\": {\"protocol\": \"Echo\"}}}}",
+        "{\"cluster\": {\"name\": \"c\", \"spec\": {\"protocol\": \"PIPE\"}}}",
+        "{\"rule\": {\"name\": \"r\", \"match\": {\"op\": \"and\", \"apply\": [{\"op\": \"nope\"}]}, \"action\": {\"route\": \"x\"}}}",
+        "{\"rule\": {\"name\": \"r\", \"action\": {}}}",
+        "{\"route\": {\"name\": \"r\"}}",
+        "{\"route\": {\"name\": \"r\", \"destination\": \"c\", \"retry\": {\"retry_on\": \"sometimes\"}}}",
+        "{\"rulelist\": {\"name\": \"rl\", \"rules\": [5]}}",
+        "{\"admin\": {\"offload\": \"maybe\"}}",
+        "{ \"unterminated\": ",
+        "\u{0}\u{1}binary",
+    ];
+    let paths = [
+        "/api/v1/listeners",
+        "/api/v1/clusters",
+        "/api/v1/rules",
+        "/api/v1/routes",
+        "/api/v1/rulelists",
+        "/api/v1/admin",
+        "/api/v1/clusters/missing/endpoints",
+        "/api/v1/rulelists/missing/rules/0",
+    ];
+    for path in paths {
+        for body in bodies {
+            let (status, answer) = proxy.send_raw("POST", path, "application/json", body);
+            assert!(
+                (200..500).contains(&status) && (status == 200 || answer["status"] == status),
+                "POST {path} {body:?}: {status} {answer}"
+            );
+        }
+    }
+    // A whole config that is broken replaces nothing ("{}" is a valid, empty config).
+    for body in bodies.iter().filter(|b| **b != "{}") {
+        let (status, answer) = proxy.send_raw("POST", "/api/v1/config", "application/json", body);
+        assert!(
+            (400..500).contains(&status) && answer["status"] == status,
+            "POST /config {body:?}: {status} {answer}"
+        );
+    }
+    // Still serving, with the first listener intact and nothing half-made.
+    assert_eq!(proxy.get("/api/v1/listeners/keep").0, 200);
+    let mut client = tcp_connect(port);
+    assert!(client.write_all(b"x").is_ok());
 }

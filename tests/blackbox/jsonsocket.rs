@@ -145,15 +145,31 @@ fn jsonsocket_cluster_builds_its_header_from_metadata() {
 fn jsonsocket_over_websocket() {
     let proxy = Proxy::start();
     let port = free_tcp_port();
-    jsonsocket_listener(&proxy, "js-ws", json!({"protocol": "WebSocket", "port": port}));
+    jsonsocket_listener(
+        &proxy,
+        "js-ws",
+        json!({"protocol": "WebSocket", "port": port}),
+    );
     let stream = tcp_connect(port);
-    let (mut ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/media"), stream).expect("upgrade");
-    ws.send(tungstenite::Message::text(r#"{"JSONSocketVersion": 1, "user": "ann"}"#)).unwrap();
+    let (mut ws, _) =
+        tungstenite::client(format!("ws://127.0.0.1:{port}/media"), stream).expect("upgrade");
+    ws.send(tungstenite::Message::text(
+        r#"{"JSONSocketVersion": 1, "user": "ann"}"#,
+    ))
+    .unwrap();
     let answer = ws.read().unwrap().into_data();
     assert_eq!(status(&answer).0, 200);
-    ws.send(tungstenite::Message::binary(vec![1u8, 2, 3])).unwrap();
-    assert_eq!(ws.read().unwrap(), tungstenite::Message::binary(vec![1u8, 2, 3]));
-    let session = proxy.sessions().into_iter().find(|s| s["status"] == "CONNECTED").expect("the session");
+    ws.send(tungstenite::Message::binary(vec![1u8, 2, 3]))
+        .unwrap();
+    assert_eq!(
+        ws.read().unwrap(),
+        tungstenite::Message::binary(vec![1u8, 2, 3])
+    );
+    let session = proxy
+        .sessions()
+        .into_iter()
+        .find(|s| s["status"] == "CONNECTED")
+        .expect("the session");
     assert_eq!(session["metadata"]["HTTP"]["url"]["path"], "/media");
     assert_eq!(session["metadata"]["JSONSocket"]["user"], "ann");
 }

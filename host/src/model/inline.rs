@@ -481,6 +481,7 @@ impl Builder {
         }
         if let Some(admin) = obj.get("admin") {
             self.snap.admin = typed(admin, "admin", self.strict)?;
+            self.snap.admin.validate().map_err(ConfigError::invalid)?;
         }
         let list = |key: &str| -> Result<Vec<Value>> {
             match obj.get(key) {

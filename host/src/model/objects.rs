@@ -38,6 +38,20 @@ fn default_offload() -> String {
     "disable".into()
 }
 
+impl Admin {
+    /// Checks the settings a type cannot: the log level and the offload mode.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::logging::parse_level(&self.log_level).map_err(|e| format!("admin: {e}"))?;
+        if !["init", "no_init", "disable"].contains(&self.offload.as_str()) {
+            return Err(format!(
+                "admin: offload '{}' is not one of init, no_init, disable",
+                self.offload
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Admin {
     fn default() -> Self {
         Admin {
