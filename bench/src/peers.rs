@@ -42,9 +42,14 @@ impl Peer {
 }
 
 impl Drop for Peer {
+    /// Kills each peer's whole process group: nginx's workers and socat's forked
+    /// children outlive their parent otherwise, and would load the next measurements.
     fn drop(&mut self) {
         for c in &mut self.children {
-            let _ = c.kill();
+            // SAFETY: signalling a process group this harness created.
+            unsafe {
+                libc::kill(-(c.id() as i32), libc::SIGKILL);
+            }
             let _ = c.wait();
         }
     }
@@ -86,7 +91,10 @@ fn wait_tcp(port: u16) {
 }
 
 fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null())
+    use std::os::unix::process::CommandExt;
+    // A process group of its own, so that Drop can stop everything the peer forks.
+    cmd.process_group(0)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

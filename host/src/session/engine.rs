@@ -1,5 +1,6 @@
 //! The session engine: listener -> rulelist -> route copy -> stages connected in
-//! parallel under the retry policy -> the ring of stage drivers.
+//! parallel under the retry policy -> the direct path (splice or relay) when nothing
+//! sits between source and destination, else the ring of stage drivers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

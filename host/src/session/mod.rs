@@ -1,6 +1,7 @@
 //! Sessions: what a listener accepted, routed through a copy of its route. This module
-//! keeps the session objects the API lists; [`engine`] routes and connects them and
-//! [`stage`] moves their data.
+//! keeps the session objects the API lists; [`engine`] routes and connects them,
+//! [`stage`] moves their data on a ring of stage drivers, and `direct` joins a source
+//! and a destination with nothing between them (splice(2) or a one-task relay).
 
 mod direct;
 pub mod engine;
