@@ -330,6 +330,12 @@ fn exists(snap: &Snapshot, kind: Kind, name: &str) -> Result<()> {
 
 /// Puts logging settings into effect.
 pub fn apply_admin(admin: &Admin) -> std::result::Result<(), String> {
+    if admin.offload != "disable" {
+        tracing::warn!(
+            "admin.offload is '{}': kernel offload is not part of this build, UDP is forwarded in userspace",
+            admin.offload
+        );
+    }
     logging::parse_level(&admin.log_level).map_err(|e| format!("admin: {e}"))?;
     logging::set_file(&admin.log_file).map_err(|e| format!("admin: {e}"))?;
     logging::set_level(&admin.log_level)

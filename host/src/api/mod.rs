@@ -41,7 +41,38 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(proxy.clone(), access_log))
         .with_state(proxy)
+}
+
+/// One line per API request in `admin.access_log_path`, when it is set: time (Unix
+/// seconds), method, path, status, milliseconds.
+async fn access_log(
+    axum::extract::State(proxy): axum::extract::State<Arc<Proxy>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(path) = proxy.snapshot().admin.access_log_path.clone() else {
+        return next.run(req).await;
+    };
+    let (method, uri, start) = (req.method().clone(), req.uri().clone(), std::time::Instant::now());
+    let resp = next.run(req).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let line = format!(
+        "{:.3} {method} {uri} {} {:.3}ms\n",
+        now.as_secs_f64(),
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("access log {path}: {e}");
+    }
+    resp
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
