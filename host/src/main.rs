@@ -9,6 +9,7 @@ mod lb;
 mod logging;
 mod metrics;
 mod model;
+mod offload;
 mod protocol;
 mod proxy;
 mod session;

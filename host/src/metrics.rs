@@ -21,6 +21,7 @@ pub struct Metrics {
     pub metric_bytes: IntCounterVec,
     pub metric_packets: IntCounterVec,
     pub active_sessions: IntGauge,
+    pub offload_active: IntGauge,
     pub sessions_rejected: IntCounterVec,
 }
 
@@ -46,6 +47,13 @@ impl Metrics {
         let active_sessions =
             IntGauge::new("l7mp_active_sessions", "Sessions not yet ended").expect("valid metric");
         r.register(Box::new(active_sessions.clone()))
+            .expect("unique metric");
+        let offload_active = IntGauge::new(
+            "l7mp_offload_active",
+            "1 when the kernel UDP fast path is loaded and attached",
+        )
+        .expect("valid metric");
+        r.register(Box::new(offload_active.clone()))
             .expect("unique metric");
         let dir = &["listener", "direction"][..];
         let cdir = &["cluster", "direction"][..];
@@ -129,6 +137,7 @@ impl Metrics {
                 &["listener"],
             ),
             active_sessions,
+            offload_active,
             registry: r,
         }
     }

@@ -330,11 +330,10 @@ fn exists(snap: &Snapshot, kind: Kind, name: &str) -> Result<()> {
 
 /// Puts logging settings into effect.
 pub fn apply_admin(admin: &Admin) -> std::result::Result<(), String> {
-    if admin.offload != "disable" {
-        tracing::warn!(
-            "admin.offload is '{}': kernel offload is not part of this build, UDP is forwarded in userspace",
-            admin.offload
-        );
+    // `init` loads and attaches the kernel program now; `no_init` waits for the first
+    // session that can use it; `disable` keeps everything in userspace.
+    if admin.offload != "no_init" {
+        crate::offload::global().configure(&admin.offload, admin.offload_ifs.as_ref());
     }
     logging::parse_level(&admin.log_level).map_err(|e| format!("admin: {e}"))?;
     logging::set_file(&admin.log_file).map_err(|e| format!("admin: {e}"))?;

@@ -342,12 +342,23 @@ fn access_log_records_api_requests() {
     let proxy = Proxy::start();
     let log = std::env::temp_dir().join(format!("l7mp-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let (status, body) = proxy.post("/api/v1/admin", json!({"admin": {"access_log_path": log.display().to_string()}}));
+    let (status, body) = proxy.post(
+        "/api/v1/admin",
+        json!({"admin": {"access_log_path": log.display().to_string()}}),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(proxy.get("/api/v1/listeners").0, 200);
     assert_eq!(proxy.get("/api/v1/nowhere").0, 404);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.lines().any(|l| l.contains(" GET /api/v1/listeners 200 ")), "{text}");
-    assert!(text.lines().any(|l| l.contains(" GET /api/v1/nowhere 404 ")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" GET /api/v1/listeners 200 ")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" GET /api/v1/nowhere 404 ")),
+        "{text}"
+    );
     let _ = std::fs::remove_file(log);
 }

@@ -74,11 +74,28 @@ impl Proxy {
         )
     }
 
+    /// The proxy run through a wrapper command (e.g. `setpriv` to drop capabilities).
+    pub fn start_wrapped(wrapper: &[&str]) -> Proxy {
+        Self::spawn_with(wrapper, &[], false)
+    }
+
     fn spawn(args: &[&str], piped: bool) -> Proxy {
+        Self::spawn_with(&[], args, piped)
+    }
+
+    fn spawn_with(wrapper: &[&str], args: &[&str], piped: bool) -> Proxy {
         let port = free_tcp_port();
         let api = format!("127.0.0.1:{port}");
         let pipe = || if piped { Stdio::piped() } else { Stdio::null() };
-        let child = Command::new(env!("CARGO_BIN_EXE_l7mp"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_l7mp"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_l7mp")),
+        };
+        let child = command
             .args(["--admin", &api, "-l", "warn"])
             .args(args)
             .stdin(pipe())

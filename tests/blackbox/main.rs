@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod ipc;
 mod jsonsocket;
+mod offload;
 mod routing;
 mod sctp;
 mod sessions;

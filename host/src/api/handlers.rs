@@ -43,6 +43,8 @@ pub async fn post_config(State(proxy): Proxied, headers: HeaderMap, body: Bytes)
 pub async fn get_admin(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
     let mut admin = serde_json::to_value(&proxy.snapshot().admin).unwrap_or_default();
     admin["version"] = json!(env!("CARGO_PKG_VERSION"));
+    let offload = crate::offload::global();
+    admin["offload_status"] = json!({ "active": offload.active(), "reason": offload.reason() });
     reply(&q, &admin)
 }
 

@@ -41,7 +41,10 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(proxy.clone(), access_log))
+        .layer(axum::middleware::from_fn_with_state(
+            proxy.clone(),
+            access_log,
+        ))
         .with_state(proxy)
 }
 
@@ -55,9 +58,15 @@ async fn access_log(
     let Some(path) = proxy.snapshot().admin.access_log_path.clone() else {
         return next.run(req).await;
     };
-    let (method, uri, start) = (req.method().clone(), req.uri().clone(), std::time::Instant::now());
+    let (method, uri, start) = (
+        req.method().clone(),
+        req.uri().clone(),
+        std::time::Instant::now(),
+    );
     let resp = next.run(req).await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let line = format!(
         "{:.3} {method} {uri} {} {:.3}ms\n",
         now.as_secs_f64(),

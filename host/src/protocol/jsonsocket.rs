@@ -198,7 +198,7 @@ impl JsonSocketListener {
 
 async fn handshake(cx: ListenerContext, incoming: Incoming) {
     let Incoming { mut metadata, conn } = incoming;
-    let (framing, peer) = (conn.framing, conn.peer.clone());
+    let (framing, peer, udp) = (conn.framing, conn.peer.clone(), conn.udp.clone());
     let (mut rx, mut tx) = conn.into_halves();
     let header = match tokio::time::timeout(HEADER_WAIT, read_json(&mut rx, framing)).await {
         Ok(Ok((header, rest))) => validate(&header).map(|()| (header, rest)),
@@ -208,7 +208,7 @@ async fn handshake(cx: ListenerContext, incoming: Incoming) {
     match header {
         Ok((header, rest)) => {
             metadata["JSONSocket"] = header;
-            let conn = Conn::chunks(
+            let mut conn = Conn::chunks(
                 framing,
                 Box::new(AfterHeader {
                     first: Some(rest),
@@ -217,6 +217,8 @@ async fn handshake(cx: ListenerContext, incoming: Incoming) {
                 Box::new(Answering { inner: tx }),
                 peer,
             );
+            // After the handshake the kernel fast path may take the session over.
+            conn.udp = udp;
             cx.accept(Incoming { metadata, conn });
         }
         Err(Refusal(status, message)) => {
@@ -342,7 +344,7 @@ impl ClusterProtocol for JsonSocketCluster {
                 "JSONSocket needs a network transport",
             ));
         };
-        let (framing, peer) = (conn.framing, conn.peer.clone());
+        let (framing, peer, udp) = (conn.framing, conn.peer.clone(), conn.udp.clone());
         let (mut rx, mut tx) = conn.into_halves();
         tx.send(Bytes::from(header.to_string())).await?;
         let (reply, rest) = read_json(&mut rx, framing).await.map_err(|Refusal(_, m)| {
@@ -365,7 +367,7 @@ impl ClusterProtocol for JsonSocketCluster {
                 format!("JSONSocket: {peer} answered {status}: {message}"),
             ));
         }
-        Ok(Stage::Conn(Conn::chunks(
+        let mut conn = Conn::chunks(
             framing,
             Box::new(AfterHeader {
                 first: Some(rest),
@@ -373,6 +375,8 @@ impl ClusterProtocol for JsonSocketCluster {
             }),
             tx,
             peer,
-        )))
+        );
+        conn.udp = udp;
+        Ok(Stage::Conn(conn))
     }
 }

@@ -93,7 +93,19 @@ pub struct Conn {
     pub framing: Framing,
     /// Who is on the other side, for session listings.
     pub peer: String,
+    /// A connected UDP socket's (local, peer) addresses: what the kernel fast path
+    /// needs to take the session over.
+    pub udp: Option<UdpPath>,
     io: ConnIo,
+}
+
+/// A connected UDP socket as the kernel fast path sees it.
+#[derive(Clone)]
+pub struct UdpPath {
+    pub local: std::net::SocketAddr,
+    pub peer: std::net::SocketAddr,
+    /// Counts traffic the kernel forwarded as activity (against idle timeouts).
+    pub keepalive: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 enum ConnIo {
@@ -113,6 +125,7 @@ impl Conn {
         Conn {
             framing,
             peer,
+            udp: None,
             io: ConnIo::Chunks(rx, tx),
         }
     }
@@ -121,6 +134,7 @@ impl Conn {
         Conn {
             framing: Framing::Stream,
             peer,
+            udp: None,
             io: ConnIo::Socket(socket),
         }
     }

@@ -28,7 +28,7 @@ use super::net::{self, HostPort};
 use super::udp_batch;
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
-    ListenerTask, Stage, Target,
+    ListenerTask, Stage, Target, UdpPath,
 };
 
 pub const NAME: &str = "UDP";
@@ -196,7 +196,7 @@ async fn run_singleton(
 ) {
     loop {
         let (ended_tx, ended) = oneshot::channel();
-        let conn = Conn::chunks(
+        let mut conn = Conn::chunks(
             Framing::Datagram,
             Box::new(SocketRx::connected(
                 socket.clone(),
@@ -208,6 +208,7 @@ async fn run_singleton(
             Box::new(SocketTx::new(socket.clone(), None)),
             peer.to_string(),
         );
+        conn.udp = udp_path(&socket, None);
         cx.accept(Incoming {
             metadata: net::metadata("UDP", local, peer),
             conn,
@@ -299,7 +300,9 @@ fn new_peer(
     let _ = tx.try_send(first);
     sessions.lock().expect("demux lock").insert(peer, tx);
     let activity = Arc::new(Activity::new());
-    let conn = Conn::chunks(
+    let keepalive = activity.clone();
+    let udp = udp_path(&own, Some(Arc::new(move || keepalive.touch())));
+    let mut conn = Conn::chunks(
         Framing::Datagram,
         Box::new(SocketRx {
             stragglers: Some(rx),
@@ -313,10 +316,21 @@ fn new_peer(
         Box::new(SocketTx::new(own, Some(activity))),
         net::canonical(peer).to_string(),
     );
+    conn.udp = udp;
     cx.accept(Incoming {
         metadata: net::metadata("UDP", local, peer),
         conn,
     });
+}
+
+/// A connected socket's addresses for the kernel fast path (after connect, the local
+/// address is the one the kernel chose for the peer, not a wildcard).
+fn udp_path(socket: &UdpSocket, keepalive: Option<Arc<dyn Fn() + Send + Sync>>) -> Option<UdpPath> {
+    Some(UdpPath {
+        local: socket.local_addr().ok()?,
+        peer: socket.peer_addr().ok()?,
+        keepalive,
+    })
 }
 
 /// When a server-mode session last moved a datagram, in either direction.
@@ -543,11 +557,13 @@ impl ClusterProtocol for UdpClusterSpec {
             .connect(remote)
             .await
             .map_err(|e| net::at(remote, e))?;
-        Ok(Stage::Conn(Conn::chunks(
+        let mut conn = Conn::chunks(
             Framing::Datagram,
             Box::new(SocketRx::connected(socket.clone(), None)),
-            Box::new(SocketTx::new(socket, None)),
+            Box::new(SocketTx::new(socket.clone(), None)),
             remote.to_string(),
-        )))
+        );
+        conn.udp = udp_path(&socket, None);
+        Ok(Stage::Conn(conn))
     }
 }

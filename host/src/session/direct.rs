@@ -223,3 +223,92 @@ pub async fn relay_pair(
         tokio::try_join!(there, back).map(drop)
     }
 }
+
+/// A session's two flows in the kernel fast path; dropping it takes them out, so the
+/// session's datagrams come back to userspace (or, when it ended, to the listener).
+pub struct Offloaded {
+    there: crate::offload::Flow,
+    back: crate::offload::Flow,
+    keepalive: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Drop for Offloaded {
+    fn drop(&mut self) {
+        let offload = crate::offload::global();
+        offload.remove(&self.there);
+        offload.remove(&self.back);
+    }
+}
+
+/// Hands a UDP<->UDP session to the kernel, if offload is on and the sockets allow:
+/// client -> listener becomes proxy -> upstream, and upstream -> proxy becomes
+/// listener -> client.
+pub fn offload(source: &Conn, destination: &Conn) -> Option<Offloaded> {
+    let offload = crate::offload::global();
+    let (s, d) = (source.udp.as_ref()?, destination.udp.as_ref()?);
+    if !offload.active() || s.local.ip().is_unspecified() || d.local.ip().is_unspecified() {
+        return None;
+    }
+    if s.local.is_ipv4() != d.local.is_ipv4() {
+        return None; // the kernel program rewrites addresses, not families
+    }
+    let there = crate::offload::Flow {
+        from: s.peer,
+        to: s.local,
+        new_from: d.local,
+        new_to: d.peer,
+    };
+    let back = crate::offload::Flow {
+        from: d.peer,
+        to: d.local,
+        new_from: s.local,
+        new_to: s.peer,
+    };
+    let offloaded = Offloaded {
+        there,
+        back,
+        keepalive: s.keepalive.clone(),
+    };
+    for flow in [&offloaded.there, &offloaded.back] {
+        if let Err(e) = offload.install(*flow) {
+            tracing::debug!("kernel offload refused a flow, staying in userspace: {e}");
+            return None; // dropping `offloaded` removes what was installed
+        }
+    }
+    Some(offloaded)
+}
+
+impl Offloaded {
+    /// Reads the flows' counters into the session's statistics (and metrics) until
+    /// the session ends; traffic in the kernel counts as activity for idle timeouts.
+    pub async fn watch(&self, source: &StageStats, destination: &StageStats) {
+        let offload = crate::offload::global();
+        let (mut there_seen, mut back_seen) = ((0u64, 0u64), (0u64, 0u64));
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let mut moved = false;
+            if let Some((p, b)) = offload.counters(&self.there)
+                && p > there_seen.0
+            {
+                let (dp, db) = ((p - there_seen.0) as usize, (b - there_seen.1) as usize);
+                source.received_many(db, dp);
+                destination.sent_many(db, dp);
+                there_seen = (p, b);
+                moved = true;
+            }
+            if let Some((p, b)) = offload.counters(&self.back)
+                && p > back_seen.0
+            {
+                let (dp, db) = ((p - back_seen.0) as usize, (b - back_seen.1) as usize);
+                destination.received_many(db, dp);
+                source.sent_many(db, dp);
+                back_seen = (p, b);
+                moved = true;
+            }
+            if moved && let Some(keepalive) = &self.keepalive {
+                keepalive();
+            }
+        }
+    }
+}

@@ -473,7 +473,27 @@ async fn drive(
         session.with_stage(at, |s| s.status = StageStatus::Ready);
     }
     let splice = source.is_socket() && destination.is_socket();
-    session.state().datapath = Some(if splice { "splice" } else { "relay" });
+    if !splice && proxy.snapshot().admin.offload == "no_init" && !crate::offload::global().active()
+    {
+        let admin = proxy.snapshot().admin.clone();
+        crate::offload::global().configure("init", admin.offload_ifs.as_ref());
+    }
+    let offloaded = if splice {
+        None
+    } else {
+        super::direct::offload(&source, &destination)
+    };
+    session.state().datapath = Some(match (splice, &offloaded) {
+        (true, _) => "splice",
+        (false, Some(_)) => "offload",
+        (false, None) => "relay",
+    });
+    let watch = async {
+        match &offloaded {
+            Some(o) => o.watch(&source_stats, &destination_stats).await,
+            None => std::future::pending().await,
+        }
+    };
     let relay = async {
         if splice {
             let (a, b) = (
@@ -487,8 +507,10 @@ async fn drive(
     };
     let result = tokio::select! {
         r = relay => r,
+        () = watch => unreachable!("watching runs until the session ends"),
         _ = kick.notified() => Err(format!("{}: its endpoint was removed", describe(StageRef::Destination, &cluster))),
     };
+    drop(offloaded);
     metrics::global()
         .cluster_active
         .with_label_values(&[&cluster])
