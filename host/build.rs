@@ -8,6 +8,9 @@ fn main() {
     let source = PathBuf::from("../ebpf/udp_offload.c");
     println!("cargo::rerun-if-changed={}", source.display());
     println!("cargo::rustc-check-cfg=cfg(l7mp_ebpf)");
+    // Installing clang or the libbpf headers later should bring the program in.
+    println!("cargo::rerun-if-changed=/usr/include/bpf/bpf_helpers.h");
+    println!("cargo::rerun-if-env-changed=PATH");
     let out =
         PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("udp_offload.o");
     // The kernel headers' asm/ directory sits under the multiarch include path.

@@ -205,8 +205,8 @@ fn set_linger_zero(s: &TcpStream) {
     }
 }
 
-/// Resident memory (bytes) of these processes and all their descendants.
-pub fn rss(pids: &[u32]) -> u64 {
+/// These processes and their descendants.
+fn process_tree(pids: &[u32]) -> Vec<u32> {
     let mut all: Vec<u32> = pids.to_vec();
     let mut i = 0;
     while i < all.len() {
@@ -222,7 +222,29 @@ pub fn rss(pids: &[u32]) -> u64 {
         }
         i += 1;
     }
-    all.iter()
+    all
+}
+
+/// CPU time (milliseconds, user + system) these processes have used so far.
+pub fn cpu_ms(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    process_tree(pids)
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        * 1000.0
+        / ticks
+}
+
+/// Resident memory (bytes) of these processes and all their descendants.
+pub fn rss(pids: &[u32]) -> u64 {
+    process_tree(pids)
+        .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|status| {
             status

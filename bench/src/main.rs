@@ -132,7 +132,11 @@ fn main() {
         holder: upstream::tcp_holder(),
     };
     let cx = Context { sink, udp_counter };
-    let mut peers: Vec<Peer> = vec![peers::direct(up), peers::l7mp(&o.l7mp, up)];
+    let mut peers: Vec<Peer> = vec![
+        peers::direct(up),
+        peers::l7mp(&o.l7mp, up),
+        peers::l7mp_offload(&o.l7mp, up),
+    ];
     for (program, start) in [
         ("socat", peers::socat as fn(Upstreams) -> Peer),
         ("haproxy", peers::haproxy),
@@ -190,12 +194,14 @@ fn main() {
                 }
             }
             if let Some(port) = f.udp_counter {
-                record(
-                    &mut results,
-                    "udp_100b_pps",
-                    p.name,
-                    load::udp_pps(port, &cx.udp_counter, 2.0, 5_000_000),
-                );
+                let cpu_before = load::cpu_ms(&p.pids());
+                let pps = load::udp_pps(port, &cx.udp_counter, 2.0, 5_000_000);
+                if p.name != "direct" && pps.is_ok() {
+                    // The proxy's CPU for the 2-second flood, in milliseconds.
+                    let cpu = load::cpu_ms(&p.pids()) - cpu_before;
+                    record(&mut results, "udp_flood_proxy_cpu_ms", p.name, Ok(cpu));
+                }
+                record(&mut results, "udp_100b_pps", p.name, pps);
             }
             if let Some(port) = f.rules_echo.or(f.tcp_echo) {
                 record(
@@ -211,7 +217,10 @@ fn main() {
         "idle sessions ({} each; socat forks a process per session, so it gets 300)",
         o.sessions
     );
-    for p in peers.iter().filter(|p| p.name != "direct") {
+    for p in peers
+        .iter()
+        .filter(|p| p.name != "direct" && p.name != "l7mp-offload")
+    {
         let n = if p.name == "socat" {
             o.sessions.min(300)
         } else {
@@ -298,7 +307,10 @@ fn report(results: &Results, peers: &[&'static str]) -> String {
     for p in peers {
         out += &format!("{p:>width$}");
     }
-    let others: Vec<&&str> = peers.iter().filter(|p| **p != "l7mp").collect();
+    let others: Vec<&&str> = peers
+        .iter()
+        .filter(|p| **p != "l7mp" && **p != "l7mp-offload")
+        .collect();
     for o in &others {
         out += &format!("{:>14}", format!("l7mp/{o}"));
     }

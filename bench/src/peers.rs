@@ -176,6 +176,43 @@ pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
     }
 }
 
+/// l7mp with the kernel UDP fast path on loopback (UDP workloads only).
+pub fn l7mp_offload(binary: &Path, up: Upstreams) -> Peer {
+    let dir = TempDir::new("l7mp-offload");
+    let f = Fronts {
+        udp_echo: Some(free_port()),
+        udp_counter: Some(free_port()),
+        ..Fronts::default()
+    };
+    let udp = |name: &str, port: u16, upstream: u16| {
+        format!(
+            "  - name: {name}\n    spec: {{protocol: UDP, port: {port}, address: 127.0.0.1}}\n    options: {{mode: server, idle_timeout: 60}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: UDP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
+        )
+    };
+    let config = format!(
+        "admin: {{log_level: error, offload: init, offload_ifs: [lo]}}\nlisteners:\n{}{}",
+        udp("uecho", f.udp_echo.unwrap(), up.udp_echo),
+        udp("ucount", f.udp_counter.unwrap(), up.udp_counter)
+    );
+    let path = dir.0.join("l7mp.yaml");
+    std::fs::write(&path, config).unwrap();
+    let child = spawn(Command::new(binary).args([
+        "-c",
+        path.to_str().unwrap(),
+        "--admin",
+        "off",
+        "-l",
+        "error",
+    ]));
+    std::thread::sleep(Duration::from_millis(500));
+    Peer {
+        name: "l7mp-offload",
+        fronts: f,
+        children: vec![child],
+        _dir: Some(dir),
+    }
+}
+
 pub fn socat(up: Upstreams) -> Peer {
     let f = fronts_all();
     let mut children = Vec::new();
