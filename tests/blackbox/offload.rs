@@ -261,3 +261,73 @@ fn udp_sessions_move_into_the_kernel_across_a_veth_pair() {
     // Most of the datagrams never reached the proxy's sockets.
     assert_eq!(stats["source"]["stats"]["packets_out"], 30);
 }
+
+#[test]
+fn ipv6_and_jsonsocket_sessions_are_offloaded_too() {
+    if !is_root() {
+        eprintln!("SKIP: kernel offload needs root (CAP_BPF, CAP_NET_ADMIN)");
+        return;
+    }
+    let proxy = Proxy::start();
+    if enable(&proxy, &["lo"]).is_none() {
+        return;
+    }
+    // IPv6 on loopback.
+    if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+        let up = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let up_port = up.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, peer)) = up.recv_from(&mut buf) {
+                let _ = up.send_to(&[b"v6:", &buf[..n]].concat(), peer);
+            }
+        });
+        let port = free_udp_port();
+        udp_route(&proxy, "six", "::1", port, "::1", up_port);
+        let client = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let to: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        for i in 0..10 {
+            let msg = format!("six {i}");
+            assert_eq!(
+                udp_roundtrip(&client, to, msg.as_bytes()),
+                format!("v6:{msg}").as_bytes()
+            );
+        }
+        assert_eq!(session_of(&proxy, "six")["datapath"], "offload");
+        eventually("the IPv6 kernel counters", || {
+            (session_of(&proxy, "six")["source"]["stats"]["packets_in"] == 10).then_some(())
+        });
+    } else {
+        eprintln!("SKIP (IPv6 part): no IPv6 loopback");
+    }
+    // JSONSocket over UDP: the handshake in userspace, the data in the kernel.
+    let (upstream, _) = udp_upstream(b"js:");
+    let port = free_udp_port();
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "js", "spec": {"protocol": "JSONSocket", "transport": {"protocol": "UDP", "address": "127.0.0.1", "port": port}},
+            "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "UDP", "port": upstream},
+                "endpoints": [{"spec": {"address": "127.0.0.1"}}]}}}}]}}),
+    );
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = udp_client("127.0.0.1");
+    let answer: Value =
+        serde_json::from_slice(&udp_roundtrip(&client, to, br#"{"JSONSocketVersion": 1}"#))
+            .unwrap();
+    assert_eq!(answer["JSONSocketStatus"], 200);
+    for i in 0..10 {
+        let msg = format!("js {i}");
+        assert_eq!(
+            udp_roundtrip(&client, to, msg.as_bytes()),
+            format!("js:{msg}").as_bytes()
+        );
+    }
+    assert_eq!(session_of(&proxy, "js")["datapath"], "offload");
+    eventually("the kernel counters", || {
+        (session_of(&proxy, "js")["source"]["stats"]["packets_in"].as_u64() >= Some(10))
+            .then_some(())
+    });
+}
