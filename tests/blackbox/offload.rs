@@ -331,3 +331,41 @@ fn ipv6_and_jsonsocket_sessions_are_offloaded_too() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_direction_without_transforms_is_offloaded_while_the_other_runs_in_userspace() {
+    if !is_root() {
+        eprintln!("SKIP: kernel offload needs root (CAP_BPF, CAP_NET_ADMIN)");
+        return;
+    }
+    let proxy = Proxy::start();
+    if enable(&proxy, &["lo"]).is_none() {
+        return;
+    }
+    let (upstream, received) = udp_upstream(b"up:");
+    let port = free_udp_port();
+    // Requests are wrapped in JSON in userspace; answers go straight back in the kernel.
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "half", "spec": {"protocol": "UDP", "address": "127.0.0.1", "port": port},
+            "rules": [{"action": {"route": {
+                "ingress": [{"spec": {"protocol": "JSONEncap"}}],
+                "destination": {"spec": {"protocol": "UDP", "port": upstream}, "endpoints": [{"spec": {"address": "127.0.0.1"}}]}}}}]}}),
+    );
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = udp_client("127.0.0.1");
+    for i in 0..10 {
+        let answer = udp_roundtrip(&client, to, format!("q{i}").as_bytes());
+        assert!(
+            answer.starts_with(b"up:{"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        let wrapped: Value = serde_json::from_slice(&received.recv_timeout(WAIT).unwrap()).unwrap();
+        assert!(wrapped["payload"].is_string());
+    }
+    assert_eq!(session_of(&proxy, "half")["datapath"], "ring+offload");
+    eventually("the kernel counters for the answers", || {
+        (session_of(&proxy, "half")["source"]["stats"]["packets_out"] == 10).then_some(())
+    });
+}

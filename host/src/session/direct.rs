@@ -224,52 +224,56 @@ pub async fn relay_pair(
     }
 }
 
-/// A session's two flows in the kernel fast path; dropping it takes them out, so the
-/// session's datagrams come back to userspace (or, when it ended, to the listener).
+/// A session's flows in the kernel fast path (one per direction that has nothing
+/// in-process); dropping it takes them out, so the session's datagrams come back to
+/// userspace (or, when it ended, to the listener).
 pub struct Offloaded {
-    there: crate::offload::Flow,
-    back: crate::offload::Flow,
+    there: Option<crate::offload::Flow>,
+    back: Option<crate::offload::Flow>,
     keepalive: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Drop for Offloaded {
     fn drop(&mut self) {
         let offload = crate::offload::global();
-        offload.remove(&self.there);
-        offload.remove(&self.back);
+        for flow in self.there.iter().chain(&self.back) {
+            offload.remove(flow);
+        }
     }
 }
 
-/// Hands a UDP<->UDP session to the kernel, if offload is on and the sockets allow:
-/// client -> listener becomes proxy -> upstream, and upstream -> proxy becomes
-/// listener -> client.
-pub fn offload(source: &Conn, destination: &Conn) -> Option<Offloaded> {
+/// Hands the directions of a UDP<->UDP session that have nothing in-process to the
+/// kernel, if offload is on and the sockets allow: client -> listener becomes proxy ->
+/// upstream (`there`), upstream -> proxy becomes listener -> client (`back`).
+pub fn offload(source: &Conn, destination: &Conn, there: bool, back: bool) -> Option<Offloaded> {
     let offload = crate::offload::global();
     let (s, d) = (source.udp.as_ref()?, destination.udp.as_ref()?);
-    if !offload.active() || s.local.ip().is_unspecified() || d.local.ip().is_unspecified() {
+    if !(there || back)
+        || !offload.active()
+        || s.local.ip().is_unspecified()
+        || d.local.ip().is_unspecified()
+    {
         return None;
     }
     if s.local.is_ipv4() != d.local.is_ipv4() {
         return None; // the kernel program rewrites addresses, not families
     }
-    let there = crate::offload::Flow {
-        from: s.peer,
-        to: s.local,
-        new_from: d.local,
-        new_to: d.peer,
-    };
-    let back = crate::offload::Flow {
-        from: d.peer,
-        to: d.local,
-        new_from: s.local,
-        new_to: s.peer,
-    };
     let offloaded = Offloaded {
-        there,
-        back,
+        there: there.then_some(crate::offload::Flow {
+            from: s.peer,
+            to: s.local,
+            new_from: d.local,
+            new_to: d.peer,
+        }),
+        back: back.then_some(crate::offload::Flow {
+            from: d.peer,
+            to: d.local,
+            new_from: s.local,
+            new_to: s.peer,
+        }),
         keepalive: s.keepalive.clone(),
     };
-    for flow in [&offloaded.there, &offloaded.back] {
+    for flow in offloaded.there.iter().chain(&offloaded.back) {
         if let Err(e) = offload.install(*flow) {
             tracing::debug!("kernel offload refused a flow, staying in userspace: {e}");
             return None; // dropping `offloaded` removes what was installed
@@ -288,7 +292,7 @@ impl Offloaded {
         loop {
             tick.tick().await;
             let mut moved = false;
-            if let Some((p, b)) = offload.counters(&self.there)
+            if let Some((p, b)) = self.there.as_ref().and_then(|f| offload.counters(f))
                 && p > there_seen.0
             {
                 let (dp, db) = ((p - there_seen.0) as usize, (b - there_seen.1) as usize);
@@ -297,7 +301,7 @@ impl Offloaded {
                 there_seen = (p, b);
                 moved = true;
             }
-            if let Some((p, b)) = offload.counters(&self.back)
+            if let Some((p, b)) = self.back.as_ref().and_then(|f| offload.counters(f))
                 && p > back_seen.0
             {
                 let (dp, db) = ((p - back_seen.0) as usize, (b - back_seen.1) as usize);

@@ -481,7 +481,7 @@ async fn drive(
     let offloaded = if splice {
         None
     } else {
-        super::direct::offload(&source, &destination)
+        super::direct::offload(&source, &destination, true, true)
     };
     session.state().datapath = Some(match (splice, &offloaded) {
         (true, _) => "splice",
@@ -537,6 +537,36 @@ async fn drive_ring(
         Stage::Conn(source),
     ));
     ring.extend(opened);
+    // A direction with no transforms may still go through the kernel while the other
+    // one runs on the ring.
+    let offloaded = {
+        let has = |which: fn(&StageRef) -> bool| ring.iter().any(|(at, _, _)| which(at));
+        let (no_ingress, no_egress) = (
+            !has(|at| matches!(at, StageRef::Ingress(_))),
+            !has(|at| matches!(at, StageRef::Egress(_))),
+        );
+        let destination = ring.iter().find(|(at, _, _)| *at == StageRef::Destination);
+        match (&ring[0].2, destination) {
+            (Stage::Conn(src), Some((_, cluster, Stage::Conn(dst)))) if !retry.on_disconnect() => {
+                super::direct::offload(src, dst, no_ingress, no_egress)
+                    .map(|o| (o, cluster.clone()))
+            }
+            _ => None,
+        }
+    };
+    if offloaded.is_some() {
+        session.state().datapath = Some("ring+offload");
+    }
+    let watch = async {
+        match &offloaded {
+            Some((o, cluster)) => {
+                let (source_stats, _) = stats_for(session, StageRef::Source, &session.listener);
+                let (destination_stats, _) = stats_for(session, StageRef::Destination, cluster);
+                o.watch(&source_stats, &destination_stats).await
+            }
+            None => std::future::pending().await,
+        }
+    };
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..ring.len())
         .map(|_| mpsc::channel::<Bytes>(RING_CAPACITY))
         .unzip();
@@ -576,15 +606,21 @@ async fn drive_ring(
     }
     // Only the drivers hold senders now, so a closed inbox means its writer ended.
     drop(senders);
-    while let Some(joined) = drivers.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) if e.is_panic() => return Err(format!("a stage failed internally: {e}")),
-            Err(_) => {}
+    let ring_done = async {
+        while let Some(joined) = drivers.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) if e.is_panic() => return Err(format!("a stage failed internally: {e}")),
+                Err(_) => {}
+            }
         }
+        Ok(())
+    };
+    tokio::select! {
+        r = ring_done => r,
+        () = watch => unreachable!("watching runs until the session ends"),
     }
-    Ok(())
 }
 
 fn describe(at: StageRef, origin: &str) -> String {
