@@ -133,7 +133,9 @@ pub fn set_rcvbuf(s: &impl std::os::fd::AsRawFd, bytes: i32) {
     }
 }
 
-/// Accepts connections and keeps them open without reading much.
+/// Accepts connections and keeps them open without reading; connections their
+/// proxy has closed are let go now and then, so one peer's idle test does not leave
+/// the next one without descriptors.
 pub fn tcp_holder() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -141,8 +143,15 @@ pub fn tcp_holder() -> u16 {
         let mut held: Vec<TcpStream> = Vec::new();
         for conn in l.incoming() {
             match conn {
-                Ok(c) => held.push(c),
+                Ok(c) => {
+                    let _ = c.set_nonblocking(true);
+                    held.push(c);
+                }
                 Err(_) => return,
+            }
+            if held.len() % 500 == 0 {
+                let mut probe = [0u8; 1];
+                held.retain(|c| matches!(c.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) || matches!(c.peek(&mut probe), Ok(n) if n > 0));
             }
         }
     });

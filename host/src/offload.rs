@@ -227,30 +227,21 @@ impl Offload {
     pub fn install(&self, flow: Flow) -> Result<(), String> {
         let mut guard = self.lock();
         let loaded = guard.as_mut().ok_or("offload is not active")?;
-        let (mode, ifindex) = if flow.new_to.ip().is_loopback() {
-            (DELIVER_LOCAL, 0)
+        let mode = if flow.new_to.ip().is_loopback() {
+            DELIVER_LOCAL
         } else {
-            (FORWARD, 0)
+            FORWARD
         };
-        match (
-            flow.from.ip(),
-            flow.to.ip(),
-            flow.new_from.ip(),
-            flow.new_to.ip(),
-        ) {
-            (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(c), IpAddr::V4(d)) => {
-                let key = Flow4Key {
-                    saddr: u32::from(a).to_be(),
-                    daddr: u32::from(b).to_be(),
-                    sport: flow.from.port().to_be(),
-                    dport: flow.to.port().to_be(),
-                };
+        let (sport, dport) = (flow.new_from.port().to_be(), flow.new_to.port().to_be());
+        match (key(&flow), flow.new_from.ip(), flow.new_to.ip()) {
+            (Some(Key::V4(k)), IpAddr::V4(c), IpAddr::V4(d)) => {
+                let (saddr, daddr) = (u32::from(c).to_be(), u32::from(d).to_be());
                 let action = Flow4Action {
-                    saddr: u32::from(c).to_be(),
-                    daddr: u32::from(d).to_be(),
-                    sport: flow.new_from.port().to_be(),
-                    dport: flow.new_to.port().to_be(),
-                    ifindex,
+                    saddr,
+                    daddr,
+                    sport,
+                    dport,
+                    ifindex: 0,
                     mode,
                     pad: 0,
                     packets: 0,
@@ -258,22 +249,17 @@ impl Offload {
                 };
                 loaded
                     .flows4
-                    .insert(key, action, 0)
+                    .insert(k, action, 0)
                     .map_err(|e| e.to_string())
             }
-            (IpAddr::V6(a), IpAddr::V6(b), IpAddr::V6(c), IpAddr::V6(d)) => {
-                let key = Flow6Key {
-                    saddr: a.octets(),
-                    daddr: b.octets(),
-                    sport: flow.from.port().to_be(),
-                    dport: flow.to.port().to_be(),
-                };
+            (Some(Key::V6(k)), IpAddr::V6(c), IpAddr::V6(d)) => {
+                let (saddr, daddr) = (c.octets(), d.octets());
                 let action = Flow6Action {
-                    saddr: c.octets(),
-                    daddr: d.octets(),
-                    sport: flow.new_from.port().to_be(),
-                    dport: flow.new_to.port().to_be(),
-                    ifindex,
+                    saddr,
+                    daddr,
+                    sport,
+                    dport,
+                    ifindex: 0,
                     mode,
                     pad: 0,
                     packets: 0,
@@ -281,7 +267,7 @@ impl Offload {
                 };
                 loaded
                     .flows6
-                    .insert(key, action, 0)
+                    .insert(k, action, 0)
                     .map_err(|e| e.to_string())
             }
             _ => Err("a flow mixes IPv4 and IPv6".into()),
@@ -292,61 +278,45 @@ impl Offload {
     pub fn remove(&self, flow: &Flow) {
         let mut guard = self.lock();
         let Some(loaded) = guard.as_mut() else { return };
-        match (flow.from.ip(), flow.to.ip()) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let key = Flow4Key {
-                    saddr: u32::from(a).to_be(),
-                    daddr: u32::from(b).to_be(),
-                    sport: flow.from.port().to_be(),
-                    dport: flow.to.port().to_be(),
-                };
-                let _ = loaded.flows4.remove(&key);
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let key = Flow6Key {
-                    saddr: a.octets(),
-                    daddr: b.octets(),
-                    sport: flow.from.port().to_be(),
-                    dport: flow.to.port().to_be(),
-                };
-                let _ = loaded.flows6.remove(&key);
-            }
-            _ => {}
-        }
+        let _ = match key(flow) {
+            Some(Key::V4(k)) => loaded.flows4.remove(&k),
+            Some(Key::V6(k)) => loaded.flows6.remove(&k),
+            None => Ok(()),
+        };
     }
 
     /// Packets and bytes the kernel forwarded for a flow; `None` once it is gone.
     pub fn counters(&self, flow: &Flow) -> Option<(u64, u64)> {
         let guard = self.lock();
         let loaded = guard.as_ref()?;
-        match (flow.from.ip(), flow.to.ip()) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let key = Flow4Key {
-                    saddr: u32::from(a).to_be(),
-                    daddr: u32::from(b).to_be(),
-                    sport: flow.from.port().to_be(),
-                    dport: flow.to.port().to_be(),
-                };
-                loaded
-                    .flows4
-                    .get(&key, 0)
-                    .ok()
-                    .map(|v| (v.packets, v.bytes))
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let key = Flow6Key {
-                    saddr: a.octets(),
-                    daddr: b.octets(),
-                    sport: flow.from.port().to_be(),
-                    dport: flow.to.port().to_be(),
-                };
-                loaded
-                    .flows6
-                    .get(&key, 0)
-                    .ok()
-                    .map(|v| (v.packets, v.bytes))
-            }
-            _ => None,
+        match key(flow)? {
+            Key::V4(k) => loaded.flows4.get(&k, 0).ok().map(|v| (v.packets, v.bytes)),
+            Key::V6(k) => loaded.flows6.get(&k, 0).ok().map(|v| (v.packets, v.bytes)),
         }
+    }
+}
+
+/// The map key of a flow's packets, in network byte order.
+enum Key {
+    V4(Flow4Key),
+    V6(Flow6Key),
+}
+
+fn key(flow: &Flow) -> Option<Key> {
+    let (sport, dport) = (flow.from.port().to_be(), flow.to.port().to_be());
+    match (flow.from.ip(), flow.to.ip()) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => Some(Key::V4(Flow4Key {
+            saddr: u32::from(a).to_be(),
+            daddr: u32::from(b).to_be(),
+            sport,
+            dport,
+        })),
+        (IpAddr::V6(a), IpAddr::V6(b)) => Some(Key::V6(Flow6Key {
+            saddr: a.octets(),
+            daddr: b.octets(),
+            sport,
+            dport,
+        })),
+        _ => None,
     }
 }
