@@ -141,7 +141,7 @@ pub fn tcp_holder() -> u16 {
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let mut held: Vec<TcpStream> = Vec::new();
-        for conn in l.incoming() {
+        for (accepted, conn) in l.incoming().enumerate() {
             match conn {
                 Ok(c) => {
                     let _ = c.set_nonblocking(true);
@@ -149,9 +149,13 @@ pub fn tcp_holder() -> u16 {
                 }
                 Err(_) => return,
             }
-            if held.len() % 500 == 0 {
+            if accepted % 500 == 499 {
+                // Still open: nothing to read yet (WouldBlock) or data waiting.
                 let mut probe = [0u8; 1];
-                held.retain(|c| matches!(c.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) || matches!(c.peek(&mut probe), Ok(n) if n > 0));
+                held.retain(|c| match c.peek(&mut probe) {
+                    Ok(n) => n > 0,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                });
             }
         }
     });
