@@ -129,6 +129,13 @@ fn fronts_all() -> Fronts {
     }
 }
 
+/// An l7mp UDP listener (server mode) in front of a UDP upstream, as config YAML.
+fn udp_listener(name: &str, port: u16, upstream: u16) -> String {
+    format!(
+        "  - name: {name}\n    spec: {{protocol: UDP, port: {port}, address: 127.0.0.1}}\n    options: {{mode: server, idle_timeout: 60}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: UDP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
+    )
+}
+
 pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
     let dir = TempDir::new("l7mp");
     let mut f = fronts_all();
@@ -136,11 +143,6 @@ pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
     let tcp = |name: &str, port: u16, upstream: u16| {
         format!(
             "  - name: {name}\n    spec: {{protocol: TCP, port: {port}, address: 127.0.0.1}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: TCP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
-        )
-    };
-    let udp = |name: &str, port: u16, upstream: u16| {
-        format!(
-            "  - name: {name}\n    spec: {{protocol: UDP, port: {port}, address: 127.0.0.1}}\n    options: {{mode: server, idle_timeout: 60}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: UDP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
         )
     };
     let rules = format!(
@@ -153,8 +155,8 @@ pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
         tcp("sink", f.sink.unwrap(), up.sink),
         tcp("echo", f.tcp_echo.unwrap(), up.tcp_echo),
         tcp("holder", f.holder.unwrap(), up.holder),
-        udp("uecho", f.udp_echo.unwrap(), up.udp_echo),
-        udp("ucount", f.udp_counter.unwrap(), up.udp_counter),
+        udp_listener("uecho", f.udp_echo.unwrap(), up.udp_echo),
+        udp_listener("ucount", f.udp_counter.unwrap(), up.udp_counter),
         rules
     );
     let path = dir.0.join("l7mp.yaml");
@@ -184,15 +186,10 @@ pub fn l7mp_offload(binary: &Path, up: Upstreams) -> Peer {
         udp_counter: Some(free_port()),
         ..Fronts::default()
     };
-    let udp = |name: &str, port: u16, upstream: u16| {
-        format!(
-            "  - name: {name}\n    spec: {{protocol: UDP, port: {port}, address: 127.0.0.1}}\n    options: {{mode: server, idle_timeout: 60}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: UDP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
-        )
-    };
     let config = format!(
         "admin: {{log_level: error, offload: init, offload_ifs: [lo]}}\nlisteners:\n{}{}",
-        udp("uecho", f.udp_echo.unwrap(), up.udp_echo),
-        udp("ucount", f.udp_counter.unwrap(), up.udp_counter)
+        udp_listener("uecho", f.udp_echo.unwrap(), up.udp_echo),
+        udp_listener("ucount", f.udp_counter.unwrap(), up.udp_counter)
     );
     let path = dir.0.join("l7mp.yaml");
     std::fs::write(&path, config).unwrap();

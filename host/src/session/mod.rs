@@ -3,6 +3,7 @@
 //! [`stage`] moves their data on a ring of stage drivers, and `direct` joins a source
 //! and a destination with nothing between them (splice(2) or a one-task relay).
 
+mod connect;
 mod direct;
 pub mod engine;
 pub mod stage;
