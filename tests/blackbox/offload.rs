@@ -41,6 +41,18 @@ fn enable(proxy: &Proxy, interfaces: &[&str]) -> Option<()> {
     None
 }
 
+/// A proxy with offload on loopback; `None` (after saying why) when not root or when
+/// this build cannot offload.
+fn offloading_proxy() -> Option<Proxy> {
+    if !is_root() {
+        eprintln!("SKIP: kernel offload needs root (CAP_BPF, CAP_NET_ADMIN)");
+        return None;
+    }
+    let proxy = Proxy::start();
+    enable(&proxy, &["lo"])?;
+    Some(proxy)
+}
+
 fn udp_route(
     proxy: &Proxy,
     name: &str,
@@ -67,14 +79,9 @@ fn session_of(proxy: &Proxy, listener: &str) -> Value {
 
 #[test]
 fn udp_sessions_move_into_the_kernel_on_loopback() {
-    if !is_root() {
-        eprintln!("SKIP: kernel offload needs root (CAP_BPF, CAP_NET_ADMIN)");
+    let Some(proxy) = offloading_proxy() else {
         return;
-    }
-    let proxy = Proxy::start();
-    if enable(&proxy, &["lo"]).is_none() {
-        return;
-    }
+    };
     let (upstream, received) = udp_upstream(b"up:");
     let port = free_udp_port();
     udp_route(&proxy, "fast", "127.0.0.1", port, "127.0.0.1", upstream);
@@ -264,14 +271,9 @@ fn udp_sessions_move_into_the_kernel_across_a_veth_pair() {
 
 #[test]
 fn ipv6_and_jsonsocket_sessions_are_offloaded_too() {
-    if !is_root() {
-        eprintln!("SKIP: kernel offload needs root (CAP_BPF, CAP_NET_ADMIN)");
+    let Some(proxy) = offloading_proxy() else {
         return;
-    }
-    let proxy = Proxy::start();
-    if enable(&proxy, &["lo"]).is_none() {
-        return;
-    }
+    };
     // IPv6 on loopback.
     if std::net::UdpSocket::bind("[::1]:0").is_ok() {
         let up = std::net::UdpSocket::bind("[::1]:0").unwrap();
@@ -334,14 +336,9 @@ fn ipv6_and_jsonsocket_sessions_are_offloaded_too() {
 
 #[test]
 fn a_direction_without_transforms_is_offloaded_while_the_other_runs_in_userspace() {
-    if !is_root() {
-        eprintln!("SKIP: kernel offload needs root (CAP_BPF, CAP_NET_ADMIN)");
+    let Some(proxy) = offloading_proxy() else {
         return;
-    }
-    let proxy = Proxy::start();
-    if enable(&proxy, &["lo"]).is_none() {
-        return;
-    }
+    };
     let (upstream, received) = udp_upstream(b"up:");
     let port = free_udp_port();
     // Requests are wrapped in JSON in userspace; answers go straight back in the kernel.
