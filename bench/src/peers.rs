@@ -137,7 +137,6 @@ fn udp_listener(name: &str, port: u16, upstream: u16) -> String {
 }
 
 pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
-    let dir = TempDir::new("l7mp");
     let mut f = fronts_all();
     f.rules_echo = Some(free_port());
     let tcp = |name: &str, port: u16, upstream: u16| {
@@ -159,28 +158,11 @@ pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
         udp_listener("ucount", f.udp_counter.unwrap(), up.udp_counter),
         rules
     );
-    let path = dir.0.join("l7mp.yaml");
-    std::fs::write(&path, config).unwrap();
-    let child = spawn(Command::new(binary).args([
-        "-c",
-        path.to_str().unwrap(),
-        "--admin",
-        "off",
-        "-l",
-        "error",
-    ]));
-    wait_tcp(f.tcp_echo.unwrap());
-    Peer {
-        name: "l7mp",
-        fronts: f,
-        children: vec![child],
-        _dir: Some(dir),
-    }
+    run_l7mp(binary, "l7mp", &config, f)
 }
 
 /// l7mp with the kernel UDP fast path on loopback (UDP workloads only).
 pub fn l7mp_offload(binary: &Path, up: Upstreams) -> Peer {
-    let dir = TempDir::new("l7mp-offload");
     let f = Fronts {
         udp_echo: Some(free_port()),
         udp_counter: Some(free_port()),
@@ -191,6 +173,13 @@ pub fn l7mp_offload(binary: &Path, up: Upstreams) -> Peer {
         udp_listener("uecho", f.udp_echo.unwrap(), up.udp_echo),
         udp_listener("ucount", f.udp_counter.unwrap(), up.udp_counter)
     );
+    run_l7mp(binary, "l7mp-offload", &config, f)
+}
+
+/// Starts l7mp on `config`, written into a directory of its own, and waits until it
+/// listens.
+fn run_l7mp(binary: &Path, name: &'static str, config: &str, fronts: Fronts) -> Peer {
+    let dir = TempDir::new(name);
     let path = dir.0.join("l7mp.yaml");
     std::fs::write(&path, config).unwrap();
     let child = spawn(Command::new(binary).args([
@@ -201,10 +190,14 @@ pub fn l7mp_offload(binary: &Path, up: Upstreams) -> Peer {
         "-l",
         "error",
     ]));
-    std::thread::sleep(Duration::from_millis(500));
+    match fronts.tcp_echo {
+        Some(port) => wait_tcp(port),
+        // UDP only: nothing to connect to; give it the time to bind and attach.
+        None => std::thread::sleep(Duration::from_millis(500)),
+    }
     Peer {
-        name: "l7mp-offload",
-        fronts: f,
+        name,
+        fronts,
         children: vec![child],
         _dir: Some(dir),
     }

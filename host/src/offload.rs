@@ -87,6 +87,8 @@ struct Loaded {
 
 pub struct Offload {
     loaded: Mutex<Option<Loaded>>,
+    /// Under `no_init`: the program was already tried (once is enough, even if it failed).
+    tried: std::sync::atomic::AtomicBool,
     /// Why offload is not active, when it is not.
     reason: Mutex<String>,
 }
@@ -104,6 +106,7 @@ static OFFLOAD: OnceLock<Offload> = OnceLock::new();
 pub fn global() -> &'static Offload {
     OFFLOAD.get_or_init(|| Offload {
         loaded: Mutex::new(None),
+        tried: Default::default(),
         reason: Mutex::new("admin.offload is disable".into()),
     })
 }
@@ -126,6 +129,17 @@ impl Offload {
 
     pub fn active(&self) -> bool {
         self.lock().is_some()
+    }
+
+    /// Whether sessions can be offloaded now. Under `no_init` the first session that
+    /// could be offloaded loads the program.
+    pub fn ready(&self, admin: &crate::model::Admin) -> bool {
+        if admin.offload == "no_init"
+            && !self.tried.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.configure("init", admin.offload_ifs.as_ref());
+        }
+        self.active()
     }
 
     /// Why offload is off (empty when it is on).
@@ -157,6 +171,8 @@ impl Offload {
         };
         let mut loaded = self.lock();
         if mode == "disable" {
+            // A later `no_init` tries the program afresh.
+            self.tried.store(false, std::sync::atomic::Ordering::Relaxed);
             if loaded.take().is_some() {
                 tracing::info!("kernel offload disabled");
             }

@@ -79,6 +79,19 @@ pub struct SocketClusterSpec {
     pub bind: Option<HostPort>,
 }
 
+impl SocketClusterSpec {
+    /// Where a session stage connects (the endpoint, its port or the cluster's) and
+    /// the local address to bind for it.
+    pub async fn addresses(
+        &self,
+        target: &super::Target<'_>,
+    ) -> io::Result<(SocketAddr, SocketAddr)> {
+        let (host, port) = target.host_port(self.port)?;
+        let remote = resolve(&host, port).await?;
+        Ok((remote, local_for(remote, self.bind.as_ref())?))
+    }
+}
+
 /// A TCP listening socket on `address` (all IPv4 interfaces by default) and `port`.
 pub fn listen_tcp(address: Option<&str>, port: u16) -> io::Result<tokio::net::TcpListener> {
     let addr = bind_addr(address, port)?;

@@ -384,9 +384,7 @@ impl ClusterProtocol for SctpClusterSpec {
         true
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (host, port) = target.host_port(self.0.port)?;
-        let remote = net::resolve(&host, port).await?;
-        let local = net::local_for(remote, self.0.bind.as_ref())?;
+        let (remote, local) = self.0.addresses(&target).await?;
         let socket = Arc::new(
             UdpSocket::bind(local)
                 .await

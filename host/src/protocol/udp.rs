@@ -549,9 +549,7 @@ impl ClusterProtocol for UdpClusterSpec {
         true
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (host, port) = target.host_port(self.0.port)?;
-        let remote = net::resolve(&host, port).await?;
-        let local = net::local_for(remote, self.0.bind.as_ref())?;
+        let (remote, local) = self.0.addresses(&target).await?;
         let socket = Arc::new(new_socket(local, Reuse::Cluster, None)?);
         socket
             .connect(remote)

@@ -245,11 +245,17 @@ impl Drop for Offloaded {
 /// Hands the directions of a UDP<->UDP session that have nothing in-process to the
 /// kernel, if offload is on and the sockets allow: client -> listener becomes proxy ->
 /// upstream (`there`), upstream -> proxy becomes listener -> client (`back`).
-pub fn offload(source: &Conn, destination: &Conn, there: bool, back: bool) -> Option<Offloaded> {
+pub fn offload(
+    admin: &crate::model::Admin,
+    source: &Conn,
+    destination: &Conn,
+    there: bool,
+    back: bool,
+) -> Option<Offloaded> {
     let offload = crate::offload::global();
     let (s, d) = (source.udp.as_ref()?, destination.udp.as_ref()?);
     if !(there || back)
-        || !offload.active()
+        || !offload.ready(admin)
         || s.local.ip().is_unspecified()
         || d.local.ip().is_unspecified()
     {

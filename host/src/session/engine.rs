@@ -326,15 +326,10 @@ async fn drive(
         session.with_stage(at, |s| s.status = StageStatus::Ready);
     }
     let splice = source.is_socket() && destination.is_socket();
-    if !splice && proxy.snapshot().admin.offload == "no_init" && !crate::offload::global().active()
-    {
-        let admin = proxy.snapshot().admin.clone();
-        crate::offload::global().configure("init", admin.offload_ifs.as_ref());
-    }
     let offloaded = if splice {
         None
     } else {
-        super::direct::offload(&source, &destination, true, true)
+        super::direct::offload(&proxy.snapshot().admin, &source, &destination, true, true)
     };
     session.state().datapath = Some(match (splice, &offloaded) {
         (true, _) => "splice",
@@ -401,7 +396,7 @@ async fn drive_ring(
         let destination = ring.iter().find(|(at, _, _)| *at == StageRef::Destination);
         match (&ring[0].2, destination) {
             (Stage::Conn(src), Some((_, cluster, Stage::Conn(dst)))) if !retry.on_disconnect() => {
-                super::direct::offload(src, dst, no_ingress, no_egress)
+                super::direct::offload(&proxy.snapshot().admin, src, dst, no_ingress, no_egress)
                     .map(|o| (o, cluster.clone()))
             }
             _ => None,
