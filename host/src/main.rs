@@ -10,6 +10,7 @@ mod logging;
 mod metrics;
 mod model;
 mod offload;
+mod plugin;
 mod protocol;
 mod proxy;
 mod session;
@@ -55,6 +56,10 @@ struct Cli {
     /// L7mpController), the API is served there and this applies only if given.
     #[arg(long = "admin", value_name = "ADDR")]
     admin: Option<String>,
+    /// Where compiled Wasm plugins are cached (a directory only this user may write;
+    /// created 0700), or `off`. Default: $XDG_CACHE_HOME/l7mp/plugins.
+    #[arg(long = "plugin-cache", value_name = "DIR")]
+    plugin_cache: Option<String>,
 }
 
 const DEFAULT_ADMIN: &str = "127.0.0.1:1234";
@@ -72,6 +77,11 @@ fn main() -> ExitCode {
     };
     logging::init(level);
     raise_fd_limit();
+    plugin::set_cache_dir(match cli.plugin_cache.as_deref() {
+        Some("off") => None,
+        Some(dir) => Some(dir.into()),
+        None => plugin::default_cache_dir(),
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

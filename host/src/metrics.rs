@@ -23,6 +23,10 @@ pub struct Metrics {
     pub active_sessions: IntGauge,
     pub offload_active: IntGauge,
     pub sessions_rejected: IntCounterVec,
+    pub plugin_calls: IntCounterVec,
+    pub plugin_faults: IntCounterVec,
+    pub plugin_instances: IntGaugeVec,
+    pub plugin_guest_counters: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -135,6 +139,30 @@ impl Metrics {
                 "l7mp_sessions_rejected_total",
                 "Sessions that found no route or failed to connect",
                 &["listener"],
+            ),
+            plugin_calls: counter(
+                &r,
+                "l7mp_plugin_calls_total",
+                "Calls into a plugin version",
+                &["plugin", "version"],
+            ),
+            plugin_faults: counter(
+                &r,
+                "l7mp_plugin_faults_total",
+                "Plugin calls that trapped or overran their deadline or memory",
+                &["plugin", "version", "kind"],
+            ),
+            plugin_instances: gauge(
+                &r,
+                "l7mp_plugin_instances",
+                "Live instances of a plugin version",
+                &["plugin", "version"],
+            ),
+            plugin_guest_counters: counter(
+                &r,
+                "l7mp_plugin_counter_total",
+                "Counters plugins keep through the host interface",
+                &["plugin", "name"],
             ),
             active_sessions,
             offload_active,

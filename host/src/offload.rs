@@ -172,7 +172,8 @@ impl Offload {
         let mut loaded = self.lock();
         if mode == "disable" {
             // A later `no_init` tries the program afresh.
-            self.tried.store(false, std::sync::atomic::Ordering::Relaxed);
+            self.tried
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             if loaded.take().is_some() {
                 tracing::info!("kernel offload disabled");
             }

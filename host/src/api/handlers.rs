@@ -22,6 +22,7 @@ fn kind(collection: &str) -> Result<Kind, ConfigError> {
 }
 
 pub async fn metrics() -> Response {
+    crate::plugin::publish_metrics();
     let mut resp = crate::metrics::global().render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

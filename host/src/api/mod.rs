@@ -3,12 +3,13 @@
 
 mod body;
 mod handlers;
+mod plugins;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
@@ -22,6 +23,12 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/api/v1/config", get(get_config).post(post_config))
         .route("/api/v1/admin", get(get_admin).post(post_admin))
         .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/plugins", get(plugins::list).post(plugins::upload))
+        .route(
+            "/api/v1/plugins/{name}",
+            get(plugins::get).put(plugins::put).delete(plugins::delete),
+        )
+        .route("/api/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route(
             "/api/v1/sessions/{name}",
             get(get_session).delete(delete_session),

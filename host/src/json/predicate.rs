@@ -64,6 +64,8 @@ pub enum Predicate {
     Undefined {
         path: Pointer,
     },
+    /// A Wasm matcher plugin (`{plugin, config}`), given the whole metadata.
+    Plugin(crate::plugin::matcher::PluginMatcher),
     And(Vec<Predicate>),
     Or(Vec<Predicate>),
     /// True when not all of the nested predicates hold.
@@ -110,8 +112,71 @@ impl Predicate {
         }
     }
 
+    /// Whether evaluating needs a plugin call (then use [`Predicate::eval_async`]).
+    pub fn calls_plugin(&self) -> bool {
+        match self {
+            Predicate::Plugin(_) => true,
+            Predicate::And(all) | Predicate::Or(all) | Predicate::Not(all) => {
+                all.iter().any(Predicate::calls_plugin)
+            }
+            _ => false,
+        }
+    }
+
+    /// The matcher plugins the predicate calls.
+    pub fn plugins(&self) -> Vec<&str> {
+        match self {
+            Predicate::Plugin(m) => vec![m.plugin()],
+            Predicate::And(all) | Predicate::Or(all) | Predicate::Not(all) => {
+                all.iter().flat_map(Predicate::plugins).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Evaluates a predicate that may call plugins, in order and short-circuiting as
+    /// [`Predicate::eval`] does.
+    pub fn eval_async<'a>(
+        &'a self,
+        doc: &'a Value,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            match self {
+                Predicate::Plugin(m) => m.eval(doc).await,
+                Predicate::And(all) => {
+                    for p in all {
+                        if !p.eval_async(doc).await {
+                            return false;
+                        }
+                    }
+                    true
+                }
+                Predicate::Or(any) => {
+                    for p in any {
+                        if p.eval_async(doc).await {
+                            return true;
+                        }
+                    }
+                    false
+                }
+                Predicate::Not(all) => {
+                    for p in all {
+                        if !p.eval_async(doc).await {
+                            return true;
+                        }
+                    }
+                    false
+                }
+                other => other.eval(doc),
+            }
+        })
+    }
+
+    /// Evaluates a predicate without plugins; a plugin operator here is no match
+    /// (callers with plugins use [`Predicate::eval_async`]).
     pub fn eval(&self, doc: &Value) -> bool {
         match self {
+            Predicate::Plugin(_) => false,
             Predicate::Any => true,
             Predicate::Test {
                 path,
@@ -173,6 +238,11 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
     let obj = spec
         .as_object()
         .ok_or_else(|| PredicateError(format!("expected an operation object, got {spec}")))?;
+    if obj.contains_key("plugin") && !obj.contains_key("op") {
+        return crate::plugin::matcher::PluginMatcher::compile(spec)
+            .map(Predicate::Plugin)
+            .map_err(PredicateError);
+    }
     let op = obj
         .get("op")
         .and_then(Value::as_str)

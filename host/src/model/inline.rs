@@ -457,14 +457,16 @@ impl Builder {
         }
     }
 
-    /// Loads a whole config document: `admin`, `listeners`, `clusters`, `rulelists`,
-    /// `rules`, `routes`. Clusters come first so listeners' inline routes may name them.
+    /// Loads a whole config document: `admin`, `plugins`, `listeners`, `clusters`,
+    /// `rulelists`, `rules`, `routes`. Plugins come first so objects may use them,
+    /// clusters next so listeners' inline routes may name them.
     pub fn add_config(&mut self, doc: &Value) -> Result<()> {
         let obj = doc
             .as_object()
             .ok_or_else(|| ConfigError::invalid("a config must be an object"))?;
-        const KNOWN: [&str; 8] = [
+        const KNOWN: [&str; 9] = [
             "admin",
+            "plugins",
             "listeners",
             "clusters",
             "rulelists",
@@ -476,7 +478,7 @@ impl Builder {
         if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ConfigError::invalid(format!(
                 "config: unknown section '{unknown}' (known: {})",
-                KNOWN[..6].join(", ")
+                KNOWN[..7].join(", ")
             )));
         }
         if let Some(admin) = obj.get("admin") {
@@ -492,6 +494,9 @@ impl Builder {
                 ))),
             }
         };
+        for p in list("plugins")? {
+            crate::plugin::load_from_config(&p, self.strict)?;
+        }
         for c in list("clusters")? {
             self.add_cluster(&c, None)?;
         }

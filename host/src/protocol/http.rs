@@ -182,13 +182,14 @@ async fn handle(served: &Served, peer: SocketAddr, req: Request<Body>) -> Reply 
     }
     let snap = cx.proxy.snapshot();
     let mut uses = Vec::new();
-    let route = match crate::session::engine::lookup(&snap, &cx.name, &mut metadata, &mut uses) {
-        Ok(route) => route,
-        Err(e) => {
-            m.sessions_rejected.with_label_values(&[&cx.name]).inc();
-            return error_reply(StatusCode::NOT_FOUND, &e);
-        }
-    };
+    let route =
+        match crate::session::engine::lookup(&snap, &cx.name, &mut metadata, &mut uses).await {
+            Ok(route) => route,
+            Err(e) => {
+                m.sessions_rejected.with_label_values(&[&cx.name]).inc();
+                return error_reply(StatusCode::NOT_FOUND, &e);
+            }
+        };
     let Some(cluster) = route
         .destination
         .as_ref()
@@ -376,6 +377,8 @@ impl HttpForward for HttpCluster {
     ) -> Result<Reply, Error> {
         let target = Target {
             cluster: "",
+            session: "",
+            egress: false,
             endpoint: Some(endpoint),
             metadata,
         };

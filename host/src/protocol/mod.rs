@@ -195,15 +195,41 @@ pub trait Transform: Send {
     ) -> Result<(), String>;
 }
 
+/// Why an async stage could not process a chunk.
+#[derive(Debug)]
+pub enum StageError {
+    /// This chunk is lost (logged and counted); the session goes on.
+    Chunk(String),
+    /// The session must end.
+    Session(String),
+}
+
+/// An in-process stage that awaits (a Wasm plugin): chunks in, zero or more out. It
+/// may rewrite its session's metadata.
+#[async_trait]
+pub trait AsyncTransform: Send {
+    async fn process(
+        &mut self,
+        chunk: Bytes,
+        session: &crate::session::Session,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), StageError>;
+}
+
 /// One stage of a session, as a cluster opened it.
 pub enum Stage {
     Conn(Conn),
     Transform(Box<dyn Transform>),
+    Plugin(Box<dyn AsyncTransform>),
 }
 
 /// Where a cluster stage should connect.
 pub struct Target<'a> {
     pub cluster: &'a str,
+    /// The session's name, for logs.
+    pub session: &'a str,
+    /// The stage stands in the route's egress chain (it sees answers, not requests).
+    pub egress: bool,
     pub endpoint: Option<&'a Endpoint>,
     /// The session's metadata after rewrites (Sync labels, upstream URLs, headers).
     pub metadata: &'a Value,
@@ -217,6 +243,10 @@ pub trait ClusterProtocol: Send + Sync + fmt::Debug {
     /// Network clusters need an endpoint to connect to; transforms do not.
     fn needs_endpoint(&self) -> bool {
         false
+    }
+    /// The Wasm plugin the cluster runs, if it does.
+    fn plugin(&self) -> Option<&str> {
+        None
     }
     /// An `HTTP` cluster forwards HTTP listeners' requests.
     fn http(&self) -> Option<&dyn http::HttpForward> {
@@ -295,6 +325,10 @@ pub trait ListenerProtocol: Send + Sync + fmt::Debug {
     /// Two specs that bind the same way can swap without closing the socket.
     fn same_binding(&self, other: &dyn ListenerProtocol) -> bool {
         format!("{self:?}") == format!("{other:?}")
+    }
+    /// The Wasm codec plugin the listener frames with, if it does.
+    fn plugin(&self) -> Option<&str> {
+        None
     }
 }
 

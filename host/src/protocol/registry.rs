@@ -15,10 +15,9 @@ use super::{
 };
 use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
+use crate::plugin::codec::CodecListener;
+use crate::plugin::transform::{self as wasm, WasmCluster};
 use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
-
-/// Protocols of the l7mp model that this proxy does not implement yet.
-const NOT_YET: &[&str] = &["Wasm"];
 
 fn protocol_of(spec: &Value) -> Result<String> {
     match spec.get("protocol") {
@@ -34,14 +33,10 @@ fn protocol_of(spec: &Value) -> Result<String> {
 }
 
 fn unknown(kind: &str, protocol: &str, known: &[&str]) -> ConfigError {
-    if let Some(name) = NOT_YET.iter().find(|n| n.eq_ignore_ascii_case(protocol)) {
-        ConfigError::invalid(format!("protocol {name} not supported yet as a {kind}"))
-    } else {
-        ConfigError::invalid(format!(
-            "unknown {kind} protocol '{protocol}' (known: {})",
-            known.join(", ")
-        ))
-    }
+    ConfigError::invalid(format!(
+        "unknown {kind} protocol '{protocol}' (known: {})",
+        known.join(", ")
+    ))
 }
 
 fn parse<T: DeserializeOwned>(spec: &Value, strict: bool) -> Result<T> {
@@ -85,8 +80,24 @@ const LISTENERS: &[&str] = &[
     "HTTP",
 ];
 
+/// Transports a Wasm `codec` may frame.
+const CODEC_TRANSPORTS: &[&str] = &["tcp", "udp", "unixdomainsocket"];
+
 pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>> {
     let protocol = protocol_of(spec)?;
+    if let Some(codec) = spec.get("codec") {
+        if !CODEC_TRANSPORTS.contains(&protocol.to_ascii_lowercase().as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "spec.codec: a codec frames TCP, UDP or UnixDomainSocket listeners, not {protocol}"
+            )));
+        }
+        let mut transport = spec.clone();
+        if let Some(obj) = transport.as_object_mut() {
+            obj.remove("codec");
+        }
+        let transport = listener(&transport, strict)?;
+        return Ok(Arc::new(CodecListener::new(transport, codec, strict)?));
+    }
     Ok(match protocol.to_ascii_lowercase().as_str() {
         "tcp" => Arc::new(parse::<tcp::TcpListenerSpec>(spec, strict)?),
         "udp" => {
@@ -127,6 +138,7 @@ const CLUSTERS: &[&str] = &[
     "HTTP",
     af_packet::NAME,
     sctp::NAME,
+    wasm::NAME,
     controller::CONTROLLER,
     controller::PROMETHEUS,
 ];
@@ -157,6 +169,7 @@ pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
             Arc::new(fork)
         }
         "sync" => Arc::new(sync::SyncCluster::from_spec(spec, strict)?),
+        "wasm" => Arc::new(WasmCluster::from_spec(spec, strict)?),
         "l7mpcontroller" => Arc::new(ServiceCluster {
             name: controller::CONTROLLER,
         }),
@@ -186,9 +199,16 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         let e = |r: Result<Arc<dyn ClusterProtocol>>| r.unwrap_err().message;
-        assert_eq!(
-            e(cluster(&json!({"protocol": "Wasm", "plugin": "p"}), false)),
-            "protocol Wasm not supported yet as a cluster"
+        assert!(
+            e(cluster(&json!({"protocol": "Wasm", "plugin": "p"}), false))
+                .starts_with("spec: plugin 'p' is not loaded")
+        );
+        assert!(
+            e(listener(
+                &json!({"protocol": "WebSocket", "port": 1, "codec": {"plugin": "p"}}),
+                false
+            ))
+            .contains("a codec frames TCP, UDP or UnixDomainSocket listeners")
         );
         assert!(
             e(cluster(&json!({"protocol": "Bogus"}), false))

@@ -40,6 +40,8 @@ pub(super) async fn connect(
                     let metadata = session.state().metadata.clone();
                     let target = Target {
                         cluster: cluster_name,
+                        session: &session.name,
+                        egress: matches!(at, StageRef::Egress(_)),
                         endpoint: endpoint.as_deref(),
                         metadata: &metadata,
                     };
@@ -154,7 +156,7 @@ impl Reconnect for StageRetry {
                 );
                 Ok(conn)
             }
-            Stage::Transform(_) => Err(format!(
+            Stage::Transform(_) | Stage::Plugin(_) => Err(format!(
                 "cluster '{}' is no longer a network cluster",
                 self.cluster
             )),

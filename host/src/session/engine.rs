@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::connect::{StageRetry, connect};
-use super::stage::{self, Meters, Reconnect, StageStats, Wiring};
+use super::stage::{self, Meters, Processor, Reconnect, StageStats, Wiring};
 use super::{Session, StageInfo, StageRef, StageStatus, Status};
 use crate::metrics;
 use crate::model::{Kind, Retry, Route, Snapshot};
@@ -91,7 +91,7 @@ fn finish(
 }
 
 /// Finds the route for a session, applying rewrites to its metadata on the way.
-pub fn lookup(
+pub async fn lookup(
     snap: &Snapshot,
     listener: &str,
     metadata: &mut Value,
@@ -108,12 +108,19 @@ pub fn lookup(
             .get(&rulelist)
             .ok_or_else(|| format!("rulelist '{rulelist}' not found"))?;
         uses.push((Kind::RuleList, rl.name.clone()));
-        let rule = rl
-            .rules
-            .iter()
-            .filter_map(|name| snap.rules.get(name))
-            .find(|rule| rule.predicate.eval(metadata))
-            .ok_or_else(|| "No route for session".to_owned())?;
+        let mut found = None;
+        for rule in rl.rules.iter().filter_map(|name| snap.rules.get(name)) {
+            let matched = if rule.predicate.calls_plugin() {
+                rule.predicate.eval_async(metadata).await
+            } else {
+                rule.predicate.eval(metadata)
+            };
+            if matched {
+                found = Some(rule);
+                break;
+            }
+        }
+        let rule = found.ok_or_else(|| "No route for session".to_owned())?;
         uses.push((Kind::Rule, rule.name.clone()));
         for rewrite in &rule.action.rewrite {
             rewrite
@@ -176,7 +183,7 @@ async fn open(
 ) -> Result<(Vec<(StageRef, String, Stage)>, Retry), String> {
     let snap = proxy.snapshot();
     let mut uses = Vec::new();
-    let routed = lookup(&snap, &session.listener, &mut metadata, &mut uses);
+    let routed = lookup(&snap, &session.listener, &mut metadata, &mut uses).await;
     {
         let mut state = session.state();
         state.metadata = Arc::new(metadata);
@@ -245,7 +252,7 @@ fn warn_on_mixed_framing(session: &Session, source: &Conn, opened: &[(StageRef, 
     let streams: Vec<&str> = std::iter::once((source.framing, session.listener.as_str()))
         .chain(opened.iter().filter_map(|(_, c, s)| match s {
             Stage::Conn(conn) => Some((conn.framing, c.as_str())),
-            Stage::Transform(_) => None,
+            Stage::Transform(_) | Stage::Plugin(_) => None,
         }))
         .filter(|(f, _)| *f == Framing::Stream)
         .map(|(_, n)| n)
@@ -441,7 +448,8 @@ async fn drive_ring(
         drivers.spawn(async move {
             let result = match stage {
                 Stage::Conn(conn) => stage::run_conn(wiring, conn, retry).await,
-                Stage::Transform(t) => stage::run_transform(wiring, t).await,
+                Stage::Transform(t) => stage::run_transform(wiring, Processor::Builtin(t)).await,
+                Stage::Plugin(t) => stage::run_transform(wiring, Processor::Plugin(t)).await,
             };
             if at != StageRef::Source {
                 metrics::global()

@@ -15,7 +15,9 @@ use prometheus::IntCounter;
 use tokio::sync::{Notify, mpsc};
 
 use super::{Counters, Session, StageRef, StageStatus};
-use crate::protocol::{ChunkRx, ChunkTx, Conn, Framing, Transform, TransformContext};
+use crate::protocol::{
+    AsyncTransform, ChunkRx, ChunkTx, Conn, Framing, StageError, Transform, TransformContext,
+};
 
 /// Prometheus counters of the listener or cluster a stage belongs to.
 pub struct Meters {
@@ -229,9 +231,31 @@ pub async fn run_conn(
     }
 }
 
+/// The in-process work of a transform stage.
+pub enum Processor {
+    Builtin(Box<dyn Transform>),
+    Plugin(Box<dyn AsyncTransform>),
+}
+
+impl Processor {
+    async fn process(
+        &mut self,
+        chunk: Bytes,
+        cx: &TransformContext<'_>,
+        session: &Session,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), StageError> {
+        match self {
+            Processor::Builtin(t) => t.process(chunk, cx, out).map_err(StageError::Chunk),
+            Processor::Plugin(t) => t.process(chunk, session, out).await,
+        }
+    }
+}
+
 /// Drives a transform stage: inbox -> transform -> next stage, until the inbox closes
-/// or the next stage is gone. A chunk the transform rejects is dropped and logged.
-pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> Result<(), String> {
+/// or the next stage is gone. A chunk the transform rejects is dropped and logged; a
+/// transform that gives up on the session ends it.
+pub async fn run_transform(mut w: Wiring, mut transform: Processor) -> Result<(), String> {
     w.stats.status(StageStatus::Ready);
     let mut produced = Vec::new();
     let mut reported = 0u32;
@@ -242,17 +266,27 @@ pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> 
             session: &w.stats.session.name,
             metadata: &metadata,
         };
-        if let Err(e) = transform.process(chunk, &cx, &mut produced) {
-            if let Some(errors) = &w.stats.meters.errors {
-                errors.inc();
+        match transform
+            .process(chunk, &cx, &w.stats.session, &mut produced)
+            .await
+        {
+            Ok(()) => {}
+            Err(StageError::Session(e)) => {
+                w.stats.status(StageStatus::End);
+                return Err(e);
             }
-            // The first few go to the session's events, all to the log.
-            tracing::warn!(session = %w.stats.session.name, "{e}");
-            if reported < 10 {
-                reported += 1;
-                w.stats
-                    .session
-                    .event("TRANSFORM_ERROR", e, serde_json::Value::Null);
+            Err(StageError::Chunk(e)) => {
+                if let Some(errors) = &w.stats.meters.errors {
+                    errors.inc();
+                }
+                // The first few go to the session's events, all to the log.
+                tracing::warn!(session = %w.stats.session.name, "{e}");
+                if reported < 10 {
+                    reported += 1;
+                    w.stats
+                        .session
+                        .event("TRANSFORM_ERROR", e, serde_json::Value::Null);
+                }
             }
         }
         for chunk in produced.drain(..) {

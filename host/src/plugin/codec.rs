@@ -1,0 +1,278 @@
+//! A Wasm codec as a listener's framing layer: `codec: {plugin, config, limits,
+//! grants}` on a TCP, UDP or UnixDomainSocket listener. The transport accepts; the
+//! codec decodes what the client sends into messages, the first message's metadata
+//! (under `codec`) routes the session, and every message travels on as one chunk.
+//! Answers are encoded on their way back to the client.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use wasmtime::component::ResourceAny;
+
+use super::usage::PluginUse;
+use super::{Fault, Instance, PluginVersion, World, runtime};
+use crate::model::Result;
+use crate::protocol::{
+    ChunkRx, ChunkTx, Conn, Framing, Incoming, ListenerContext, ListenerProtocol, ListenerTask,
+};
+
+/// How long a client may take to complete its first message.
+const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct CodecListener {
+    transport: Arc<dyn ListenerProtocol>,
+    usage: Arc<PluginUse>,
+}
+
+impl CodecListener {
+    /// Wraps `transport` (already parsed without its `codec`) with the codec `spec`.
+    pub fn new(
+        transport: Arc<dyn ListenerProtocol>,
+        spec: &Value,
+        strict: bool,
+    ) -> Result<CodecListener> {
+        let usage = PluginUse::parse(spec, "spec.codec", &[], strict, World::Codec)?;
+        Ok(CodecListener {
+            transport,
+            usage: Arc::new(usage),
+        })
+    }
+}
+
+/// The codec instance of one connection, shared by its two directions.
+struct Codec {
+    usage: Arc<PluginUse>,
+    version: Arc<PluginVersion>,
+    /// `None` once a fault poisoned the instance.
+    open: Option<(Instance, ResourceAny)>,
+}
+
+impl Codec {
+    fn fault(&mut self, fault: Fault) -> io::Error {
+        self.open = None;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("codec '{}': {fault}", self.version.label),
+        )
+    }
+
+    fn closed(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            format!("codec '{}' faulted earlier", self.version.label),
+        )
+    }
+
+    /// Decodes `data` into message payloads, and the metadata of each.
+    async fn decode(&mut self, data: &[u8]) -> io::Result<Vec<(Bytes, Option<String>)>> {
+        let deadline = self.usage.limits.deadline();
+        let Some((instance, conn)) = self.open.as_mut() else {
+            return Err(self.closed());
+        };
+        match instance.decode(deadline, *conn, data).await {
+            Ok(Ok(messages)) => Ok(messages
+                .into_iter()
+                .map(|m| (Bytes::from(m.payload), m.metadata))
+                .collect()),
+            Ok(Err(e)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("codec '{}': {e}", self.version.label),
+            )),
+            Err(fault) => Err(self.fault(fault)),
+        }
+    }
+
+    /// Encodes an answer; `None` drops it (the codec refused this one message).
+    async fn encode(&mut self, message: &[u8]) -> io::Result<Option<Bytes>> {
+        let deadline = self.usage.limits.deadline();
+        let Some((instance, conn)) = self.open.as_mut() else {
+            return Err(self.closed());
+        };
+        match instance.encode(deadline, *conn, message).await {
+            Ok(Ok(bytes)) => Ok(Some(Bytes::from(bytes))),
+            Ok(Err(e)) => {
+                tracing::warn!(plugin = %self.version.label, "answer dropped: {e}");
+                Ok(None)
+            }
+            Err(fault) => Err(self.fault(fault)),
+        }
+    }
+}
+
+impl Drop for Codec {
+    fn drop(&mut self) {
+        if let Some((mut instance, resource)) = self.open.take() {
+            let (version, usage) = (self.version.clone(), self.usage.clone());
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    instance.release(usage.limits.deadline(), resource).await;
+                    version.give_back(instance, &usage);
+                });
+            }
+        }
+    }
+}
+
+struct DecodingRx {
+    inner: Box<dyn ChunkRx>,
+    codec: Arc<Mutex<Codec>>,
+    pending: VecDeque<Bytes>,
+}
+
+#[async_trait]
+impl ChunkRx for DecodingRx {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Ok(Some(message));
+            }
+            let Some(data) = self.inner.recv().await? else {
+                return Ok(None);
+            };
+            let decoded = self.codec.lock().await.decode(&data).await?;
+            self.pending
+                .extend(decoded.into_iter().map(|(payload, _)| payload));
+        }
+    }
+}
+
+struct EncodingTx {
+    inner: Box<dyn ChunkTx>,
+    codec: Arc<Mutex<Codec>>,
+}
+
+#[async_trait]
+impl ChunkTx for EncodingTx {
+    async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        let encoded = self.codec.lock().await.encode(&chunk).await?;
+        match encoded {
+            Some(bytes) if !bytes.is_empty() => self.inner.send(bytes).await,
+            _ => Ok(()),
+        }
+    }
+    async fn routed(&mut self, outcome: std::result::Result<(), &str>) -> io::Result<()> {
+        self.inner.routed(outcome).await
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// Opens the codec for a new client and reads until its first message, which routes
+/// the session.
+async fn accept(
+    cx: ListenerContext,
+    usage: Arc<PluginUse>,
+    incoming: Incoming,
+) -> std::result::Result<(), String> {
+    let Incoming { mut metadata, conn } = incoming;
+    let version = runtime()
+        .plugins
+        .current(&usage.plugin)
+        .ok_or_else(|| format!("plugin '{}' is not loaded any more", usage.plugin))?;
+    let peer = conn.peer.clone();
+    let mut instance = version
+        .take(&usage, Some(Arc::from(peer.as_str())))
+        .await
+        .map_err(|f| f.to_string())?;
+    let resource = match instance
+        .codec_open(
+            usage.limits.deadline(),
+            &metadata.to_string(),
+            &usage.config_json,
+        )
+        .await
+    {
+        Ok(Ok(resource)) => resource,
+        Ok(Err(refused)) => {
+            version.give_back(instance, &usage);
+            return Err(format!("the codec refused the connection: {refused}"));
+        }
+        Err(fault) => return Err(fault.to_string()),
+    };
+    let codec = Arc::new(Mutex::new(Codec {
+        usage: usage.clone(),
+        version,
+        open: Some((instance, resource)),
+    }));
+    let (mut rx, tx) = conn.into_halves();
+    let first = async {
+        loop {
+            let Some(data) = rx.recv().await? else {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client left before its first message",
+                ));
+            };
+            let decoded = codec.lock().await.decode(&data).await?;
+            if !decoded.is_empty() {
+                return Ok::<_, io::Error>(decoded);
+            }
+        }
+    };
+    let decoded = match tokio::time::timeout(FIRST_MESSAGE_WAIT, first).await {
+        Ok(Ok(decoded)) => decoded,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no complete message within {FIRST_MESSAGE_WAIT:?}")),
+    };
+    if let Some(json) = &decoded[0].1 {
+        match serde_json::from_str::<Value>(json) {
+            Ok(fields @ Value::Object(_)) => metadata["codec"] = fields,
+            _ => {
+                return Err(format!(
+                    "codec '{}': message metadata must be a JSON object",
+                    usage.plugin
+                ));
+            }
+        }
+    }
+    let conn = Conn::chunks(
+        Framing::Datagram,
+        Box::new(DecodingRx {
+            inner: rx,
+            codec: codec.clone(),
+            pending: decoded.into_iter().map(|(payload, _)| payload).collect(),
+        }),
+        Box::new(EncodingTx { inner: tx, codec }),
+        peer,
+    );
+    cx.accept(Incoming { metadata, conn });
+    Ok(())
+}
+
+#[async_trait]
+impl ListenerProtocol for CodecListener {
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        let engine_side = ListenerContext {
+            intercept: None,
+            ..cx.clone()
+        };
+        let usage = self.usage.clone();
+        let layer = move |incoming: Incoming| {
+            let (cx, usage) = (engine_side.clone(), usage.clone());
+            tokio::spawn(async move {
+                let peer = incoming.conn.peer.clone();
+                if let Err(e) = accept(cx.clone(), usage, incoming).await {
+                    tracing::info!(listener = %cx.name, %peer, "connection closed: {e}");
+                }
+            });
+        };
+        self.transport
+            .start(ListenerContext {
+                intercept: Some(Arc::new(layer)),
+                ..cx
+            })
+            .await
+    }
+
+    fn plugin(&self) -> Option<&str> {
+        Some(&self.usage.plugin)
+    }
+}

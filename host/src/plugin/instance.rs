@@ -1,0 +1,348 @@
+//! One live instance of a plugin version: its store (memory cap, per-call deadline,
+//! WASI context with only what was granted) and the calls into its exports. A call
+//! that traps, overruns its deadline or its memory poisons the instance; the caller
+//! drops it and the next call gets a fresh one.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{ResourceAny, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{codec, matcher, transform};
+use super::registry::{GuestCounters, PluginVersion, WorldPre};
+use super::usage::{Grants, Limits};
+
+/// What a plugin did wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// A call ran past its deadline.
+    Deadline,
+    /// The instance tried to grow its memory past its cap.
+    Memory,
+    /// Any other trap (a panic, `unreachable`, an out-of-bounds access), or an
+    /// instantiation that failed.
+    Trap(String),
+}
+
+impl Fault {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Deadline => "deadline",
+            Fault::Memory => "memory",
+            Fault::Trap(_) => "trap",
+        }
+    }
+
+    fn classify(err: wasmtime::Error) -> Fault {
+        if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
+            return Fault::Deadline;
+        }
+        if format!("{err:#}").contains("growing memory") {
+            return Fault::Memory;
+        }
+        match err.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => Fault::Trap(trap.to_string()),
+            None => Fault::Trap(err.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Deadline => write!(f, "the plugin overran its deadline"),
+            Fault::Memory => write!(f, "the plugin overran its memory limit"),
+            Fault::Trap(why) => write!(f, "the plugin trapped: {why}"),
+        }
+    }
+}
+
+/// Nanoseconds on a process-wide monotonic clock.
+pub fn monotonic_ns() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// What a store holds for its instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// `name@version`, for logs.
+    pub plugin: Arc<str>,
+    /// The session being served, for logs.
+    pub session: Option<Arc<str>>,
+    pub counters: Arc<GuestCounters>,
+    /// When the running call must give up.
+    deadline: Instant,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn wasi_ctx(grants: &Grants) -> Result<WasiCtx, String> {
+    let mut builder = WasiCtx::builder();
+    for (key, value) in &grants.env {
+        builder.env(key, value);
+    }
+    for dir in &grants.dirs {
+        let perms = if dir.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        builder
+            .preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| format!("grants.dirs: '{}': {e}", dir.host.display()))?;
+    }
+    Ok(builder.build())
+}
+
+/// The exports of one instance, by world.
+enum Exports {
+    Transform(transform::TransformPlugin),
+    Codec(codec::CodecPlugin),
+    Matcher(matcher::MatcherPlugin),
+}
+
+pub struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+    calls: u64,
+    /// The instance trapped: it must not be called again.
+    poisoned: bool,
+    /// Made with grants: never pooled for another use.
+    pub private: bool,
+    pub version: Arc<PluginVersion>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.version.stats.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Instance {
+    /// Instantiates `version` afresh.
+    pub async fn new(
+        version: &Arc<PluginVersion>,
+        limits: &Limits,
+        grants: &Grants,
+    ) -> Result<Instance, Fault> {
+        let wasi = wasi_ctx(grants).map_err(Fault::Trap)?;
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: store_limits(limits),
+            plugin: version.label.clone(),
+            session: None,
+            counters: version.counters.clone(),
+            deadline: Instant::now() + limits.deadline(),
+        };
+        let mut store = Store::new(version.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|cx| {
+            if Instant::now() >= cx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let instantiated = match &version.pre {
+            WorldPre::Transform(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(Exports::Transform),
+            WorldPre::Codec(pre) => pre.instantiate_async(&mut store).await.map(Exports::Codec),
+            WorldPre::Matcher(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(Exports::Matcher),
+        };
+        let exports = instantiated.map_err(|e| {
+            let fault = Fault::classify(e);
+            version.stats.fault(&fault);
+            fault
+        })?;
+        version.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        version.stats.live.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance {
+            store,
+            exports,
+            calls: 0,
+            poisoned: false,
+            private: !grants.is_empty(),
+            version: version.clone(),
+        })
+    }
+
+    /// Whether the instance may serve again (see `recycle_after`).
+    pub fn reusable(&self, limits: &Limits) -> bool {
+        !self.poisoned && !self.private && self.calls < limits.recycle_after
+    }
+
+    /// Prepares a pooled instance for a new user.
+    pub fn adopt(&mut self, limits: &Limits, session: Option<Arc<str>>) {
+        let state = self.store.data_mut();
+        state.limits = store_limits(limits);
+        state.session = session;
+    }
+
+    fn arm(&mut self, deadline: Duration) {
+        self.calls += 1;
+        self.version.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.store.data_mut().deadline = Instant::now() + deadline;
+    }
+
+    fn settle<T>(&mut self, result: wasmtime::Result<T>) -> Result<T, Fault> {
+        result.map_err(|e| {
+            let fault = Fault::classify(e);
+            self.poisoned = true;
+            self.version.stats.fault(&fault);
+            fault
+        })
+    }
+
+    /// `transform.session.open`.
+    pub async fn transform_open(
+        &mut self,
+        deadline: Duration,
+        metadata: &str,
+        config: &str,
+    ) -> Result<Result<ResourceAny, String>, Fault> {
+        self.arm(deadline);
+        let Exports::Transform(t) = &self.exports else {
+            unreachable!("checked at upload")
+        };
+        let r = t
+            .l7mp_plugin_transform()
+            .session()
+            .call_open(&mut self.store, metadata, config)
+            .await;
+        self.settle(r)
+    }
+
+    /// `transform.session.ingress` or `.egress`.
+    pub async fn transform_hook(
+        &mut self,
+        deadline: Duration,
+        session: ResourceAny,
+        egress: bool,
+        chunk: &[u8],
+    ) -> Result<Result<transform::exports::l7mp::plugin::transform::Output, String>, Fault> {
+        self.arm(deadline);
+        let Exports::Transform(t) = &self.exports else {
+            unreachable!("checked at upload")
+        };
+        let guest = t.l7mp_plugin_transform().session();
+        let r = if egress {
+            guest.call_egress(&mut self.store, session, chunk).await
+        } else {
+            guest.call_ingress(&mut self.store, session, chunk).await
+        };
+        self.settle(r)
+    }
+
+    /// `codec.connection.open`.
+    pub async fn codec_open(
+        &mut self,
+        deadline: Duration,
+        metadata: &str,
+        config: &str,
+    ) -> Result<Result<ResourceAny, String>, Fault> {
+        self.arm(deadline);
+        let Exports::Codec(c) = &self.exports else {
+            unreachable!("checked at upload")
+        };
+        let r = c
+            .l7mp_plugin_codec()
+            .connection()
+            .call_open(&mut self.store, metadata, config)
+            .await;
+        self.settle(r)
+    }
+
+    /// `codec.connection.decode`.
+    pub async fn decode(
+        &mut self,
+        deadline: Duration,
+        connection: ResourceAny,
+        data: &[u8],
+    ) -> Result<Result<Vec<codec::exports::l7mp::plugin::codec::Message>, String>, Fault> {
+        self.arm(deadline);
+        let Exports::Codec(c) = &self.exports else {
+            unreachable!("checked at upload")
+        };
+        let r = c
+            .l7mp_plugin_codec()
+            .connection()
+            .call_decode(&mut self.store, connection, data)
+            .await;
+        self.settle(r)
+    }
+
+    /// `codec.connection.encode`.
+    pub async fn encode(
+        &mut self,
+        deadline: Duration,
+        connection: ResourceAny,
+        message: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, Fault> {
+        self.arm(deadline);
+        let Exports::Codec(c) = &self.exports else {
+            unreachable!("checked at upload")
+        };
+        let r = c
+            .l7mp_plugin_codec()
+            .connection()
+            .call_encode(&mut self.store, connection, message)
+            .await;
+        self.settle(r)
+    }
+
+    /// `matcher.matches`.
+    pub async fn matches(
+        &mut self,
+        deadline: Duration,
+        metadata: String,
+        config: &str,
+    ) -> Result<Result<bool, String>, Fault> {
+        self.arm(deadline);
+        let Exports::Matcher(m) = &self.exports else {
+            unreachable!("checked at upload")
+        };
+        let r = m
+            .l7mp_plugin_matcher()
+            .call_matches(&mut self.store, &metadata, &config.to_owned())
+            .await;
+        self.settle(r)
+    }
+
+    /// Drops a resource the plugin handed out (its destructor runs in the guest).
+    pub async fn release(&mut self, deadline: Duration, resource: ResourceAny) {
+        if self.poisoned {
+            return;
+        }
+        self.arm(deadline);
+        let r = resource.resource_drop_async(&mut self.store).await;
+        let _ = self.settle(r);
+    }
+}
+
+fn store_limits(limits: &Limits) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes())
+        .trap_on_grow_failure(true)
+        .build()
+}

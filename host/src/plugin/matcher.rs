@@ -1,0 +1,65 @@
+//! A Wasm matcher as a JSONPredicate operator: `{plugin: NAME, config: {...}}` wherever
+//! a predicate may stand, alone or inside `and`, `or` and `not`. Each evaluation
+//! borrows an idle instance of the plugin's current version.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::usage::PluginUse;
+use super::{World, runtime};
+
+#[derive(Debug, Clone)]
+pub struct PluginMatcher {
+    usage: Arc<PluginUse>,
+}
+
+impl PluginMatcher {
+    pub fn compile(spec: &Value) -> Result<PluginMatcher, String> {
+        let usage =
+            PluginUse::parse(spec, "match", &[], false, World::Matcher).map_err(|e| e.message)?;
+        Ok(PluginMatcher {
+            usage: Arc::new(usage),
+        })
+    }
+
+    pub fn plugin(&self) -> &str {
+        &self.usage.plugin
+    }
+
+    /// Whether `metadata` matches. A missing plugin, an error or a fault is no match
+    /// (logged); the rule list goes on.
+    pub async fn eval(&self, metadata: &Value) -> bool {
+        let usage = &self.usage;
+        let Some(version) = runtime().plugins.current(&usage.plugin) else {
+            tracing::warn!("matcher plugin '{}' is not loaded: no match", usage.plugin);
+            return false;
+        };
+        let mut instance = match version.take(usage, None).await {
+            Ok(instance) => instance,
+            Err(fault) => {
+                tracing::warn!(plugin = %version.label, "no instance: {fault}; no match");
+                return false;
+            }
+        };
+        let verdict = instance
+            .matches(
+                usage.limits.deadline(),
+                metadata.to_string(),
+                &usage.config_json,
+            )
+            .await;
+        version.give_back(instance, usage);
+        match verdict {
+            Ok(Ok(matched)) => matched,
+            Ok(Err(e)) => {
+                tracing::warn!(plugin = %version.label, "matcher error: {e}; no match");
+                false
+            }
+            Err(fault) => {
+                tracing::warn!(plugin = %version.label, "{fault}; no match");
+                false
+            }
+        }
+    }
+}

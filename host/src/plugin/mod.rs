@@ -1,0 +1,208 @@
+//! WebAssembly plugins: components written against the worlds in `wit/`
+//! (`l7mp:plugin@0.1.0`), uploaded at run time and hot-swapped without a restart.
+//!
+//! They enter through the same seams as the built-ins: a transform is a cluster
+//! ([`transform`]), a codec is a listener's framing layer ([`codec`]), a matcher is one
+//! more JSONPredicate operator ([`matcher`]).
+//!
+//! The runtime is one wasmtime [`Engine`] for the process, created at the first use:
+//! - **Isolation.** Every call has a wall-clock deadline (epoch interruption, the
+//!   plugin yields to the scheduler every tick so it never blocks other sessions) and
+//!   every instance a memory cap ([`wasmtime::StoreLimits`], a failed grow traps).
+//!   A plugin sees WASI with no files, network or environment unless its user grants
+//!   directories or variables ([`usage::Grants`]).
+//! - **Failure.** A trap, overrun deadline or memory ends only what the instance
+//!   serves (the user's `on_fault`: drop the chunk, close the session, or pass it
+//!   through), is counted, and the instance is thrown away.
+//! - **Speed.** The pooling allocator keeps instance memory ready; each version is
+//!   linked once (`InstancePre`); idle instances serve the next session until they
+//!   have made `recycle_after` calls; compiled code is cached on disk ([`cache`]).
+
+mod bindings;
+mod cache;
+pub mod codec;
+mod instance;
+pub mod matcher;
+mod registry;
+pub mod transform;
+pub mod usage;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use instance::{Fault, Instance};
+pub use registry::{MAX_UPLOAD, PluginVersion, Plugins, World};
+
+use instance::HostState;
+
+/// How often the engine's epoch advances: the granularity of deadlines and of the
+/// points where a long call yields to other tasks.
+const TICK: Duration = Duration::from_millis(1);
+/// Instances that may be alive at once, across all plugins.
+const MAX_INSTANCES: u32 = 2000;
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<cache::Cache>,
+    pub plugins: Plugins,
+}
+
+/// Where compiled components are cached: `None` turns the cache off.
+static CACHE_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Chooses the cache directory; call before the first use of [`runtime`].
+pub fn set_cache_dir(dir: Option<PathBuf>) {
+    let _ = CACHE_DIR.set(dir);
+}
+
+/// `$XDG_CACHE_HOME/l7mp/plugins`, else `~/.cache/l7mp/plugins`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("l7mp").join("plugins"))
+}
+
+/// The process's plugin runtime, created at the first use.
+pub fn runtime() -> &'static Runtime {
+    RUNTIME.get_or_init(Runtime::new)
+}
+
+/// Publishes plugin counters to Prometheus, if plugins were ever used.
+pub fn publish_metrics() {
+    if let Some(rt) = RUNTIME.get() {
+        rt.plugins.publish();
+    }
+}
+
+fn config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES)
+            .total_tables(MAX_INSTANCES * 4)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size((usage::MAX_MEMORY_MB as usize) << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+impl Runtime {
+    fn new() -> Runtime {
+        let engine = Engine::new(&config(true)).unwrap_or_else(|e| {
+            tracing::warn!(
+                "plugins: the pooling allocator is unavailable ({e:#}); allocating per instance"
+            );
+            Engine::new(&config(false)).expect("a default wasmtime engine")
+        });
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links");
+        bindings::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .expect("the host interface links");
+        bindings::transform::l7mp::plugin::types::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |state| state)
+        .expect("the types interface links");
+        let cache = CACHE_DIR
+            .get_or_init(default_cache_dir)
+            .as_deref()
+            .and_then(|dir| {
+                cache::Cache::open(dir)
+                    .inspect_err(|e| tracing::warn!("plugin cache off: {e}"))
+                    .ok()
+            });
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("l7mp-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .expect("spawn the epoch thread");
+        Runtime {
+            engine,
+            linker,
+            cache,
+            plugins: Plugins::default(),
+        }
+    }
+
+    /// Compiles, checks and adds a version (the upload path of the API and the
+    /// config's `plugins` section). Compiling is CPU work: it runs off the async
+    /// workers.
+    pub async fn upload(
+        &'static self,
+        name: String,
+        version: String,
+        bytes: bytes::Bytes,
+    ) -> Result<std::sync::Arc<PluginVersion>, crate::model::ConfigError> {
+        let compiled = tokio::task::spawn_blocking(move || self.compile(&name, &version, &bytes))
+            .await
+            .map_err(|e| crate::model::ConfigError::new(500, format!("compiling: {e}")))??;
+        self.plugins.add(compiled)
+    }
+}
+
+/// An entry of the config's `plugins` section.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    name: String,
+    path: PathBuf,
+    /// Defaults to the first 12 hex digits of the file's SHA-256.
+    version: Option<String>,
+}
+
+/// Loads a plugin listed in the config (`plugins: [{name, path, version}]`), unless its
+/// current version already has these bytes.
+pub fn load_from_config(entry: &serde_json::Value, strict: bool) -> crate::model::Result<()> {
+    use crate::model::ConfigError;
+    let entry: FileEntry = crate::model::parse::typed(entry, "plugins[]", strict)?;
+    let context = |e: ConfigError| e.context(format!("plugin '{}'", entry.name));
+    let bytes = std::fs::read(&entry.path).map_err(|e| {
+        context(ConfigError::invalid(format!(
+            "cannot read {}: {e}",
+            entry.path.display()
+        )))
+    })?;
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let rt = runtime();
+    if rt.plugins.is_current(&entry.name, &sha) {
+        return Ok(());
+    }
+    let version = entry
+        .version
+        .clone()
+        .unwrap_or_else(|| sha[..12].to_owned());
+    let compile = || rt.compile(&entry.name, &version, &bytes);
+    // Compiling is CPU work; on a runtime worker, let the runtime know.
+    let compiled = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(compile)
+        }
+        _ => compile(),
+    }
+    .map_err(context)?;
+    rt.plugins.add(compiled).map_err(context)?;
+    Ok(())
+}

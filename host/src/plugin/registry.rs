@@ -1,0 +1,566 @@
+//! The plugins the proxy knows: each a name with its uploaded versions, one of them
+//! current. A new version is a hot swap (sessions that start afterwards get it,
+//! sessions that hold an older one keep it until they end); a rollback makes an
+//! earlier version current again. Uploads are compiled and type-checked against the
+//! worlds of `wit/` before they are accepted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::IntCounter;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, types::ComponentItem};
+
+use super::Runtime;
+use super::bindings::{self, codec, matcher, transform};
+use super::instance::{Fault, HostState, Instance};
+use super::usage::PluginUse;
+use crate::metrics;
+use crate::model::ConfigError;
+
+/// The largest component the API accepts.
+pub const MAX_UPLOAD: usize = 32 << 20;
+/// Idle instances kept per version for the next session.
+const MAX_IDLE: usize = 32;
+/// Distinct counter names one plugin may create (each is a time series).
+const MAX_GUEST_COUNTERS: usize = 64;
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Transform,
+    Codec,
+    Matcher,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Transform => "transform",
+            World::Codec => "codec",
+            World::Matcher => "matcher",
+        }
+    }
+    fn wit(self) -> &'static str {
+        match self {
+            World::Transform => "l7mp:plugin/transform-plugin@0.1.0",
+            World::Codec => "l7mp:plugin/codec-plugin@0.1.0",
+            World::Matcher => "l7mp:plugin/matcher-plugin@0.1.0",
+        }
+    }
+    fn export(self) -> &'static str {
+        match self {
+            World::Transform => bindings::TRANSFORM_EXPORT,
+            World::Codec => bindings::CODEC_EXPORT,
+            World::Matcher => bindings::MATCHER_EXPORT,
+        }
+    }
+    const ALL: [World; 3] = [World::Transform, World::Codec, World::Matcher];
+}
+
+/// A version's component, linked and with its exports resolved, ready to instantiate.
+pub enum WorldPre {
+    Transform(transform::TransformPluginPre<HostState>),
+    Codec(codec::CodecPluginPre<HostState>),
+    Matcher(matcher::MatcherPluginPre<HostState>),
+}
+
+impl WorldPre {
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            WorldPre::Transform(p) => p.engine(),
+            WorldPre::Codec(p) => p.engine(),
+            WorldPre::Matcher(p) => p.engine(),
+        }
+    }
+}
+
+/// What a version has done, for `GET /plugins` and `/metrics`.
+pub struct Stats {
+    pub live: AtomicI64,
+    pub calls: AtomicU64,
+    pub instantiations: AtomicU64,
+    pub faults: AtomicU64,
+    calls_metric: IntCounter,
+    labels: [String; 2],
+}
+
+impl Stats {
+    fn new(plugin: &str, version: &str) -> Stats {
+        Stats {
+            live: AtomicI64::new(0),
+            calls: AtomicU64::new(0),
+            instantiations: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            calls_metric: metrics::global()
+                .plugin_calls
+                .with_label_values(&[plugin, version]),
+            labels: [plugin.to_owned(), version.to_owned()],
+        }
+    }
+
+    pub fn fault(&self, fault: &Fault) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        let [plugin, version] = &self.labels;
+        metrics::global()
+            .plugin_faults
+            .with_label_values(&[plugin, version, fault.kind()])
+            .inc();
+    }
+
+    /// Copies the atomics into Prometheus (at scrape and render time, not per call).
+    fn publish(&self) {
+        let calls = self.calls.load(Ordering::Relaxed);
+        let seen = self.calls_metric.get();
+        if calls > seen {
+            self.calls_metric.inc_by(calls - seen);
+        }
+        let [plugin, version] = &self.labels;
+        metrics::global()
+            .plugin_instances
+            .with_label_values(&[plugin, version])
+            .set(self.live.load(Ordering::Relaxed));
+    }
+}
+
+/// The counters a plugin keeps through `host.counter-add`.
+pub struct GuestCounters {
+    plugin: String,
+    names: Mutex<HashMap<String, IntCounter>>,
+}
+
+impl GuestCounters {
+    pub fn add(&self, name: &str, delta: u64) {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = names.get(name) {
+            c.inc_by(delta);
+            return;
+        }
+        if names.len() >= MAX_GUEST_COUNTERS {
+            tracing::warn!(plugin = %self.plugin, "counter '{name}' ignored: a plugin may keep {MAX_GUEST_COUNTERS} counters");
+            return;
+        }
+        let c = metrics::global()
+            .plugin_guest_counters
+            .with_label_values(&[&self.plugin, name]);
+        c.inc_by(delta);
+        names.insert(name.to_owned(), c);
+    }
+}
+
+/// One uploaded version of a plugin.
+pub struct PluginVersion {
+    pub plugin: String,
+    pub version: String,
+    /// `name@version`, for logs.
+    pub label: Arc<str>,
+    pub world: World,
+    pub sha256: String,
+    pub size: usize,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    pub uploaded: u64,
+    /// Compiled now, or loaded from the on-disk cache.
+    pub cached: bool,
+    pub pre: WorldPre,
+    pub stats: Stats,
+    pub counters: Arc<GuestCounters>,
+    idle: Mutex<Vec<Instance>>,
+    /// No longer current: its instances are not kept for later sessions.
+    retired: AtomicBool,
+}
+
+impl PluginVersion {
+    /// An instance for `usage`: an idle one when there is one, else a fresh one.
+    pub async fn take(
+        self: &Arc<Self>,
+        usage: &PluginUse,
+        session: Option<Arc<str>>,
+    ) -> Result<Instance, Fault> {
+        let pooled = if usage.grants.is_empty() {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        } else {
+            None
+        };
+        let mut instance = match pooled {
+            Some(instance) => instance,
+            None => Instance::new(self, &usage.limits, &usage.grants).await?,
+        };
+        instance.adopt(&usage.limits, session);
+        Ok(instance)
+    }
+
+    /// Takes an instance back after a use; a poisoned, granted or worn-out one is
+    /// dropped instead.
+    pub fn give_back(&self, mut instance: Instance, usage: &PluginUse) {
+        if !instance.reusable(&usage.limits) || self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        instance.adopt(&usage.limits, None);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(instance);
+        }
+    }
+
+    /// Marks the version as current or not; a retired version lets its idle
+    /// instances go.
+    fn set_current(&self, current: bool) {
+        self.retired.store(!current, Ordering::Relaxed);
+        if !current {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    fn render(&self, current: bool) -> Value {
+        self.stats.publish();
+        json!({
+            "version": self.version,
+            "current": current,
+            "world": self.world.name(),
+            "sha256": self.sha256,
+            "size": self.size,
+            "exports": self.exports,
+            "imports": self.imports,
+            "uploaded": self.uploaded,
+            "precompiled_from_cache": self.cached,
+            "live_instances": self.stats.live.load(Ordering::Relaxed),
+            "instantiations": self.stats.instantiations.load(Ordering::Relaxed),
+            "calls": self.stats.calls.load(Ordering::Relaxed),
+            "traps": self.stats.faults.load(Ordering::Relaxed),
+        })
+    }
+}
+
+struct Plugin {
+    versions: Vec<Arc<PluginVersion>>,
+    current: usize,
+}
+
+impl Plugin {
+    fn make_current(&mut self, index: usize) {
+        self.current = index;
+        for (i, v) in self.versions.iter().enumerate() {
+            v.set_current(i == index);
+        }
+    }
+}
+
+/// All plugins, by name.
+#[derive(Default)]
+pub struct Plugins {
+    map: RwLock<BTreeMap<String, Plugin>>,
+}
+
+/// Checks the bytes of an upload and tells what they are.
+fn check_header(bytes: &[u8]) -> Result<(), ConfigError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(ConfigError::malformed(
+            "not a WebAssembly binary (no \\0asm header)",
+        ));
+    }
+    // Bytes 4..8: version and layer. Layer 0 is a core module, layer 1 a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(ConfigError::malformed(
+            "a core WebAssembly module, not a component: build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)",
+        ));
+    }
+    Ok(())
+}
+
+fn item_kind(item: &ComponentItem) -> &'static str {
+    match item {
+        ComponentItem::ComponentFunc(_) | ComponentItem::CoreFunc(_) => "func",
+        ComponentItem::Module(_) => "module",
+        ComponentItem::Component(_) => "component",
+        ComponentItem::ComponentInstance(_) => "instance",
+        ComponentItem::Type(_) => "type",
+        ComponentItem::Resource(_) => "resource",
+    }
+}
+
+impl Runtime {
+    /// Compiles (or loads from the cache) and type-checks a component: the first step
+    /// of every upload, done before anything changes.
+    pub fn compile(
+        &self,
+        plugin: &str,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<PluginVersion, ConfigError> {
+        check_header(bytes)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let (component, cached) = match self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &sha256))
+        {
+            Some(component) => (component, true),
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| ConfigError::malformed(format!("not a valid component: {e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&self.engine, &sha256, &component);
+                }
+                (component, false)
+            }
+        };
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, item)| format!("{name} ({})", item_kind(&item.ty)))
+            .collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let worlds: Vec<World> = World::ALL
+            .into_iter()
+            .filter(|w| ty.get_export(&self.engine, w.export()).is_some())
+            .collect();
+        let world = match worlds.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(ConfigError::invalid(format!(
+                    "the component exports none of {}, {}, {} (so it is for no l7mp world); it exports: [{}]",
+                    bindings::TRANSFORM_EXPORT,
+                    bindings::CODEC_EXPORT,
+                    bindings::MATCHER_EXPORT,
+                    exports.join(", ")
+                )));
+            }
+            many => {
+                return Err(ConfigError::invalid(format!(
+                    "the component exports the interfaces of several worlds ({}): a plugin is one of them",
+                    many.iter().map(|w| w.name()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
+        let mismatch = |e: wasmtime::Error| {
+            ConfigError::invalid(format!(
+                "the component does not fit world {}: {e:#}",
+                world.wit()
+            ))
+        };
+        let pre: InstancePre<HostState> = self.linker.instantiate_pre(&component).map_err(|e| {
+            ConfigError::invalid(format!(
+                "the component imports what l7mp does not provide (plugins get {} and WASI 0.2): {e:#}",
+                "l7mp:plugin/host@0.1.0"
+            ))
+        })?;
+        let pre = match world {
+            World::Transform => {
+                WorldPre::Transform(transform::TransformPluginPre::new(pre).map_err(mismatch)?)
+            }
+            World::Codec => WorldPre::Codec(codec::CodecPluginPre::new(pre).map_err(mismatch)?),
+            World::Matcher => {
+                WorldPre::Matcher(matcher::MatcherPluginPre::new(pre).map_err(mismatch)?)
+            }
+        };
+        Ok(PluginVersion {
+            plugin: plugin.to_owned(),
+            version: version.to_owned(),
+            label: format!("{plugin}@{version}").into(),
+            world,
+            sha256,
+            size: bytes.len(),
+            exports,
+            imports,
+            uploaded: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            cached,
+            pre,
+            stats: Stats::new(plugin, version),
+            counters: Arc::new(GuestCounters {
+                plugin: plugin.to_owned(),
+                names: Mutex::default(),
+            }),
+            idle: Mutex::default(),
+            retired: AtomicBool::new(false),
+        })
+    }
+}
+
+fn valid_name(what: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::malformed(format!(
+            "{what} {name:?}: use 1-128 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+impl Plugins {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Plugin>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Plugin>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The version new sessions get.
+    pub fn current(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        self.read().get(name).map(|p| p.versions[p.current].clone())
+    }
+
+    /// Checks that `name` is loaded and implements `world`, for config objects that use
+    /// it.
+    pub fn require(&self, name: &str, world: World) -> Result<(), ConfigError> {
+        match self.current(name) {
+            None => Err(ConfigError::invalid(format!(
+                "plugin '{name}' is not loaded (upload it to /api/v1/plugins or list it under 'plugins' in the config)"
+            ))),
+            Some(v) if v.world != world => Err(ConfigError::invalid(format!(
+                "plugin '{name}' is a {} plugin, not a {}",
+                v.world.name(),
+                world.name()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Adds a compiled version and makes it current. The name's earlier versions must
+    /// be of the same world, and the version string new.
+    pub fn add(&self, version: PluginVersion) -> Result<Arc<PluginVersion>, ConfigError> {
+        valid_name("plugin name", &version.plugin)?;
+        valid_name("version", &version.version)?;
+        let version = Arc::new(version);
+        let mut map = self.write();
+        match map.get_mut(&version.plugin) {
+            None => {
+                map.insert(
+                    version.plugin.clone(),
+                    Plugin {
+                        versions: vec![version.clone()],
+                        current: 0,
+                    },
+                );
+            }
+            Some(p) => {
+                let world = p.versions[p.current].world;
+                if world != version.world {
+                    return Err(ConfigError::conflict(format!(
+                        "plugin '{}' is a {} plugin; version '{}' is a {} plugin (delete the plugin first to change its world)",
+                        version.plugin,
+                        world.name(),
+                        version.version,
+                        version.world.name()
+                    )));
+                }
+                if p.versions.iter().any(|v| v.version == version.version) {
+                    return Err(ConfigError::conflict(format!(
+                        "plugin '{}' already has a version '{}'",
+                        version.plugin, version.version
+                    )));
+                }
+                p.versions.push(version.clone());
+                p.make_current(p.versions.len() - 1);
+            }
+        }
+        tracing::info!(plugin = %version.label, world = version.world.name(), "plugin version is current");
+        Ok(version)
+    }
+
+    /// Whether `name`'s current version already has these bytes (a config reload that
+    /// changed nothing).
+    pub fn is_current(&self, name: &str, sha256: &str) -> bool {
+        self.current(name).is_some_and(|v| v.sha256 == sha256)
+    }
+
+    /// Makes `to` (or else the version before the current one) current again.
+    pub fn rollback(
+        &self,
+        name: &str,
+        to: Option<&str>,
+    ) -> Result<Arc<PluginVersion>, ConfigError> {
+        let mut map = self.write();
+        let p = map
+            .get_mut(name)
+            .ok_or_else(|| ConfigError::not_found(format!("plugin '{name}' not found")))?;
+        let index = match to {
+            Some(to) => p
+                .versions
+                .iter()
+                .position(|v| v.version == to)
+                .ok_or_else(|| {
+                    ConfigError::not_found(format!("plugin '{name}' has no version '{to}'"))
+                })?,
+            None if p.current == 0 => {
+                return Err(ConfigError::conflict(format!(
+                    "plugin '{name}' has no version before '{}'",
+                    p.versions[0].version
+                )));
+            }
+            None => p.current - 1,
+        };
+        p.make_current(index);
+        let v = p.versions[index].clone();
+        tracing::info!(plugin = %v.label, "plugin rolled back");
+        Ok(v)
+    }
+
+    /// Removes a plugin; sessions holding one of its versions keep it until they end.
+    pub fn remove(&self, name: &str) -> Result<(), ConfigError> {
+        let p = self
+            .write()
+            .remove(name)
+            .ok_or_else(|| ConfigError::not_found(format!("plugin '{name}' not found")))?;
+        for v in &p.versions {
+            v.set_current(false);
+        }
+        Ok(())
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    /// Live instances of every version of `name`.
+    pub fn live_instances(&self, name: &str) -> i64 {
+        self.read().get(name).map_or(0, |p| {
+            p.versions
+                .iter()
+                .map(|v| {
+                    v.stats.live.load(Ordering::Relaxed)
+                        - v.idle.lock().map_or(0, |i| i.len() as i64)
+                })
+                .sum()
+        })
+    }
+
+    pub fn render(&self, name: &str) -> Option<Value> {
+        let map = self.read();
+        let p = map.get(name)?;
+        let current = &p.versions[p.current];
+        Some(json!({
+            "name": name,
+            "world": current.world.name(),
+            "current": current.version,
+            "versions": p.versions.iter().enumerate().map(|(i, v)| v.render(i == p.current)).collect::<Vec<_>>(),
+        }))
+    }
+
+    pub fn render_all(&self) -> Value {
+        let names: Vec<String> = self.read().keys().cloned().collect();
+        Value::Array(names.iter().filter_map(|n| self.render(n)).collect())
+    }
+
+    /// Publishes every version's counters to Prometheus (called at scrape time).
+    pub fn publish(&self) {
+        for p in self.read().values() {
+            for v in &p.versions {
+                v.stats.publish();
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! A Wasm transform as a cluster: `spec: {protocol: Wasm, plugin: NAME, config,
+//! on_fault, limits, grants}`. Each session that opens the stage gets an instance of
+//! the plugin's current version and its own `session` resource in it; it keeps that
+//! version until it ends, whatever is uploaded meanwhile.
+
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::Value;
+use wasmtime::component::ResourceAny;
+
+use super::bindings::transform::exports::l7mp::plugin::transform::{MetadataUpdate, Output};
+use super::usage::{OnFault, PluginUse};
+use super::{Fault, Instance, PluginVersion, World, runtime};
+use crate::model::Result;
+use crate::protocol::{AsyncTransform, ClusterProtocol, Stage, StageError, Target};
+use crate::session::Session;
+
+pub const NAME: &str = "Wasm";
+
+#[derive(Debug)]
+pub struct WasmCluster {
+    usage: Arc<PluginUse>,
+}
+
+impl WasmCluster {
+    pub fn from_spec(spec: &Value, strict: bool) -> Result<WasmCluster> {
+        let usage = PluginUse::parse(spec, "spec", &["protocol"], strict, World::Transform)?;
+        Ok(WasmCluster {
+            usage: Arc::new(usage),
+        })
+    }
+}
+
+fn plugin_gone(name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("plugin '{name}' is not loaded any more"),
+    )
+}
+
+#[async_trait]
+impl ClusterProtocol for WasmCluster {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn plugin(&self) -> Option<&str> {
+        Some(&self.usage.plugin)
+    }
+    async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
+        let version = runtime()
+            .plugins
+            .current(&self.usage.plugin)
+            .ok_or_else(|| plugin_gone(&self.usage.plugin))?;
+        let mut stage = WasmStage {
+            usage: self.usage.clone(),
+            version,
+            metadata: target.metadata.to_string(),
+            session: Arc::from(target.session),
+            egress: target.egress,
+            open: None,
+        };
+        stage
+            .open()
+            .await
+            .map_err(|e| io::Error::other(format!("plugin '{}': {e}", self.usage.plugin)))?;
+        Ok(Stage::Plugin(Box::new(stage)))
+    }
+}
+
+/// One session's use of the plugin.
+struct WasmStage {
+    usage: Arc<PluginUse>,
+    /// The version this session got; it keeps it until it ends.
+    version: Arc<PluginVersion>,
+    /// The metadata the session opened with, to reopen after a fault.
+    metadata: String,
+    session: Arc<str>,
+    egress: bool,
+    /// The instance and the session's resource in it; `None` after a fault until the
+    /// next chunk reopens.
+    open: Option<(Instance, ResourceAny)>,
+}
+
+impl WasmStage {
+    async fn open(&mut self) -> std::result::Result<(), String> {
+        let usage = &self.usage;
+        let mut instance = self
+            .version
+            .take(usage, Some(self.session.clone()))
+            .await
+            .map_err(|f| f.to_string())?;
+        match instance
+            .transform_open(usage.limits.deadline(), &self.metadata, &usage.config_json)
+            .await
+        {
+            Ok(Ok(resource)) => {
+                self.open = Some((instance, resource));
+                Ok(())
+            }
+            Ok(Err(refused)) => {
+                self.version.give_back(instance, usage);
+                Err(format!("refused the session: {refused}"))
+            }
+            Err(fault) => Err(fault.to_string()),
+        }
+    }
+
+    /// Applies a plugin's metadata update to the session.
+    fn update_metadata(
+        &mut self,
+        session: &Session,
+        json: &str,
+    ) -> std::result::Result<(), String> {
+        match serde_json::from_str::<Value>(json) {
+            Ok(doc @ Value::Object(_)) => {
+                self.metadata = json.to_owned();
+                session.state().metadata = Arc::new(doc);
+                Ok(())
+            }
+            Ok(other) => Err(format!("metadata must be a JSON object, not {other}")),
+            Err(e) => Err(format!("metadata is not JSON: {e}")),
+        }
+    }
+
+    fn fault(
+        &mut self,
+        fault: Fault,
+        session: &Session,
+        chunk: Bytes,
+        out: &mut Vec<Bytes>,
+    ) -> std::result::Result<(), StageError> {
+        let message = format!("plugin '{}': {fault}", self.version.label);
+        session.event(
+            "PLUGIN_FAULT",
+            message.clone(),
+            serde_json::json!({ "kind": fault.kind() }),
+        );
+        match self.usage.on_fault {
+            OnFault::Drop => Err(StageError::Chunk(message)),
+            OnFault::Close => Err(StageError::Session(message)),
+            OnFault::Pass => {
+                tracing::warn!(session = %session.name, "{message}; the chunk passes unchanged");
+                out.push(chunk);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AsyncTransform for WasmStage {
+    async fn process(
+        &mut self,
+        chunk: Bytes,
+        session: &Session,
+        out: &mut Vec<Bytes>,
+    ) -> std::result::Result<(), StageError> {
+        if self.open.is_none() {
+            // A fault took the last instance: this session continues on a fresh one.
+            if let Err(e) = self.open().await {
+                return self.fault(Fault::Trap(e), session, chunk, out);
+            }
+        }
+        let (instance, resource) = self.open.as_mut().expect("opened above");
+        let result = instance
+            .transform_hook(self.usage.limits.deadline(), *resource, self.egress, &chunk)
+            .await;
+        match result {
+            Ok(Ok(Output { chunks, metadata })) => {
+                out.extend(chunks.into_iter().map(Bytes::from));
+                if let MetadataUpdate::Replace(json) = metadata {
+                    self.update_metadata(session, &json).map_err(|e| {
+                        StageError::Chunk(format!("plugin '{}': {e}", self.version.label))
+                    })?;
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(StageError::Chunk(format!(
+                "plugin '{}': {e}",
+                self.version.label
+            ))),
+            Err(fault) => {
+                self.open = None;
+                self.fault(fault, session, chunk, out)
+            }
+        }
+    }
+}
+
+impl Drop for WasmStage {
+    fn drop(&mut self) {
+        // The guest's destructor runs, then the instance serves another session.
+        if let Some((mut instance, resource)) = self.open.take() {
+            let (version, usage) = (self.version.clone(), self.usage.clone());
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    instance.release(usage.limits.deadline(), resource).await;
+                    version.give_back(instance, &usage);
+                });
+            }
+        }
+    }
+}
