@@ -286,3 +286,47 @@ pub fn tcp_closed(s: &mut TcpStream) -> bool {
         ),
     }
 }
+
+/// The example plugins of `plugins/`, built once per test run (cargo skips the build
+/// when nothing changed) to WebAssembly components.
+pub fn plugin_wasm(crate_name: &str) -> Vec<u8> {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            // The outer build's settings are for the host, not for Wasm.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building plugins/ failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
+        );
+        root.join("target/wasm32-wasip2/release")
+    });
+    let file = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+impl Proxy {
+    /// Uploads a component: `POST /api/v1/plugins?name=&version=`.
+    pub fn upload(&self, name: &str, version: &str, wasm: &[u8]) -> (u16, Value) {
+        Self::answer(
+            self.agent
+                .post(format!("{}/api/v1/plugins?name={name}&version={version}", self.api))
+                .header("content-type", "application/wasm")
+                .send(wasm),
+        )
+    }
+
+    /// Uploads and insists on success.
+    pub fn load_plugin(&self, name: &str, crate_name: &str) {
+        let (status, answer) = self.upload(name, "1", &plugin_wasm(crate_name));
+        assert_eq!(status, 201, "upload {crate_name}: {answer}");
+    }
+}

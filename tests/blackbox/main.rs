@@ -12,6 +12,8 @@ mod cli;
 mod ipc;
 mod jsonsocket;
 mod offload;
+mod plugin_worlds;
+mod plugins;
 mod routing;
 mod sctp;
 mod sessions;

@@ -157,6 +157,14 @@ impl GuestConnection for Mqtt {
         let mut buffer = self.buffer.borrow_mut();
         buffer.extend_from_slice(&data);
         let mut messages = Vec::new();
+        // A client that does not open with CONNECT is refused at its first byte.
+        if self.config.require_connect && !*self.seen_connect.borrow() {
+            if let Some(first) = buffer.first() {
+                if first >> 4 != 1 {
+                    return Err(format!("first packet is {}, not CONNECT", TYPES[(first >> 4) as usize]));
+                }
+            }
+        }
         let mut at = 0;
         while buffer.len() - at >= 2 {
             let Some((len, used)) = varint(&buffer[at + 1..])? else { break };
@@ -168,11 +176,7 @@ impl GuestConnection for Mqtt {
                 break;
             }
             let kind = (buffer[at] >> 4) as usize;
-            let mut seen = self.seen_connect.borrow_mut();
-            if self.config.require_connect && !*seen && kind != 1 {
-                return Err(format!("first packet is {}, not CONNECT", TYPES[kind]));
-            }
-            *seen |= kind == 1;
+            *self.seen_connect.borrow_mut() |= kind == 1;
             let metadata = self.describe(kind, &buffer[at + 1 + used..at + total])?;
             messages.push(Message {
                 payload: buffer[at..at + total].to_vec(),
