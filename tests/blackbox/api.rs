@@ -80,7 +80,7 @@ fn error_codes_name_the_problem() {
             json!({"cluster": {"name": "c", "spec": {"protocol": "Wasm", "plugin": "p"}}}),
         ),
         422,
-        "protocol Wasm not supported yet",
+        "plugin 'p' is not loaded",
     );
     check(
         proxy.post("/api/v1/rules", json!({"rule": {"name": "bad", "match": {"op": "matches", "path": "/a", "value": "("}, "action": {"route": "r"}}})),

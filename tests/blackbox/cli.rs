@@ -36,7 +36,7 @@ fn config_errors_exit_non_zero_naming_the_problem() {
         (
             "bad-proto.yaml",
             "clusters:\n  - name: sc\n    spec: {protocol: Wasm, plugin: p}\n",
-            "cluster 'sc': protocol Wasm not supported yet",
+            "cluster 'sc': spec: plugin 'p' is not loaded",
         ),
         (
             "bad-rule.yaml",

@@ -318,7 +318,10 @@ impl Proxy {
     pub fn upload(&self, name: &str, version: &str, wasm: &[u8]) -> (u16, Value) {
         Self::answer(
             self.agent
-                .post(format!("{}/api/v1/plugins?name={name}&version={version}", self.api))
+                .post(format!(
+                    "{}/api/v1/plugins?name={name}&version={version}",
+                    self.api
+                ))
                 .header("content-type", "application/wasm")
                 .send(wasm),
         )

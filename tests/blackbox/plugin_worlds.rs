@@ -36,11 +36,21 @@ fn transforms_rewrite_both_directions_and_update_metadata() {
     assert_eq!(tcp_exchange(&mut client, b"a cat", 9), b"UP:a dog!");
     assert_eq!(tcp_exchange(&mut client, b"cat cat", 11), b"UP:dog dog!");
     // The ingress instance counted its chunks into the session's metadata.
-    let session = proxy.sessions().into_iter().find(|s| s["source"]["listener"] == "rw").unwrap();
+    let session = proxy
+        .sessions()
+        .into_iter()
+        .find(|s| s["source"]["listener"] == "rw")
+        .unwrap();
     assert_eq!(session["metadata"]["rewritten"], 2, "{session}");
     let metrics = proxy.metrics();
-    assert!(metrics.contains("l7mp_plugin_counter_total{name=\"chunks\",plugin=\"rewrite\"} 4"), "{metrics}");
-    assert!(metrics.contains("l7mp_plugin_calls_total{plugin=\"rewrite\",version=\"1\"}"), "{metrics}");
+    assert!(
+        metrics.contains("l7mp_plugin_counter_total{name=\"chunks\",plugin=\"rewrite\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("l7mp_plugin_calls_total{plugin=\"rewrite\",version=\"1\"}"),
+        "{metrics}"
+    );
 }
 
 /// MQTT packets: CONNECT with a client id, PUBLISH with a topic.
@@ -85,7 +95,9 @@ fn a_codec_frames_mqtt_and_routes_on_its_client_id() {
     let publish = mqtt_publish("temp/room1", b"21.5");
     let mut sensor = tcp_connect(port);
     // CONNECT and PUBLISH in one write, then a PUBLISH split across two writes.
-    sensor.write_all(&[connect.clone(), publish.clone()].concat()).unwrap();
+    sensor
+        .write_all(&[connect.clone(), publish.clone()].concat())
+        .unwrap();
     let second = mqtt_publish("temp/room2", b"19.0");
     sensor.write_all(&second[..3]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -99,7 +111,10 @@ fn a_codec_frames_mqtt_and_routes_on_its_client_id() {
     sensor.read_exact(&mut echoed).unwrap();
     assert_eq!(echoed, connect);
     let session = eventually("the sensor session", || {
-        proxy.sessions().into_iter().find(|s| s["metadata"]["codec"]["client_id"] == "sensor-7")
+        proxy
+            .sessions()
+            .into_iter()
+            .find(|s| s["metadata"]["codec"]["client_id"] == "sensor-7")
     });
     assert_eq!(session["metadata"]["codec"]["type"], "CONNECT");
     assert_eq!(session["metadata"]["codec"]["protocol_level"], 4);
@@ -125,7 +140,8 @@ fn a_matcher_plugin_is_one_more_predicate_operator() {
     proxy.load_plugin("tag", "rewrite");
     let port = free_udp_port();
     let cidr = |cidrs: Value| json!({"plugin": "cidr", "config": {"cidrs": cidrs}});
-    let answer = |prefix: &str| json!({"route": {"destination": wasm("tag", json!({"prepend": prefix}))}});
+    let answer =
+        |prefix: &str| json!({"route": {"destination": wasm("tag", json!({"prepend": prefix}))}});
     proxy.create(
         "/api/v1/listeners",
         json!({"listener": {"name": "by-source", "spec": {"protocol": "UDP", "port": port},
@@ -140,12 +156,22 @@ fn a_matcher_plugin_is_one_more_predicate_operator() {
                 {"match": cidr(json!(["127.0.0.1"])), "action": answer("local:")}]}}),
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_eq!(udp_roundtrip(&udp_client("127.0.0.2"), addr, b"x"), b"lab:x");
-    assert_eq!(udp_roundtrip(&udp_client("127.0.0.9"), addr, b"y"), b"far:y");
-    assert_eq!(udp_roundtrip(&udp_client("127.0.0.1"), addr, b"z"), b"local:z");
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.2"), addr, b"x"),
+        b"lab:x"
+    );
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.9"), addr, b"y"),
+        b"far:y"
+    );
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.1"), addr, b"z"),
+        b"local:z"
+    );
     // 127.0.0.3 matches no rule: no session, no answer.
     let lost = udp_client("127.0.0.3");
-    lost.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    lost.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     lost.send_to(b"w", addr).unwrap();
     assert!(lost.recv_from(&mut [0u8; 16]).is_err());
     let (_, doc) = proxy.get("/api/v1/plugins/cidr");
@@ -195,12 +221,20 @@ fn hostile_plugins_end_only_what_they_serve() {
     };
 
     let attacker = udp_client("127.0.0.1");
-    attacker.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    assert_eq!(try_roundtrip(&attacker, dropping, b"hi").as_deref(), Some(&b"hi"[..]));
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert_eq!(
+        try_roundtrip(&attacker, dropping, b"hi").as_deref(),
+        Some(&b"hi"[..])
+    );
     for bad in [&b"loop"[..], b"grow", b"trap"] {
         // The chunk is dropped; the session goes on with a fresh instance.
         assert_eq!(try_roundtrip(&attacker, dropping, bad), None, "{bad:?}");
-        assert_eq!(try_roundtrip(&attacker, dropping, b"again").as_deref(), Some(&b"again"[..]));
+        assert_eq!(
+            try_roundtrip(&attacker, dropping, b"again").as_deref(),
+            Some(&b"again"[..])
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answered = bystander.join().expect("the bystander was never refused");
@@ -209,14 +243,18 @@ fn hostile_plugins_end_only_what_they_serve() {
     let metrics = proxy.metrics();
     for kind in ["deadline", "memory", "trap"] {
         assert!(
-            metrics.contains(&format!("l7mp_plugin_faults_total{{kind=\"{kind}\",plugin=\"hostile\",version=\"1\"}} 1")),
+            metrics.contains(&format!(
+                "l7mp_plugin_faults_total{{kind=\"{kind}\",plugin=\"hostile\",version=\"1\"}} 1"
+            )),
             "{kind}: {metrics}"
         );
     }
     let (_, doc) = proxy.get("/api/v1/plugins/hostile");
     assert_eq!(doc["versions"][0]["traps"], 3, "{doc}");
     let session = proxy.sessions().into_iter().find(|s| {
-        s["events"].as_array().is_some_and(|e| e.iter().any(|e| e["event"] == "PLUGIN_FAULT"))
+        s["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == "PLUGIN_FAULT"))
     });
     assert!(session.is_some(), "the fault is among the session's events");
 

@@ -43,12 +43,24 @@ fn uploads_are_checked_against_the_worlds() {
     let v = &doc["versions"][0];
     assert_eq!(v["size"], plugin_wasm("rewrite").len());
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
-    assert!(v["exports"][0].as_str().unwrap().starts_with("l7mp:plugin/transform@0.1.0"), "{v}");
+    assert!(
+        v["exports"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("l7mp:plugin/transform@0.1.0"),
+        "{v}"
+    );
 
     // A core module is not a component: 400.
     let (status, doc) = proxy.upload("core", "1", b"\0asm\x01\0\0\0");
     assert_eq!(status, 400, "{doc}");
-    assert!(doc["message"].as_str().unwrap().contains("core WebAssembly module"), "{doc}");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("core WebAssembly module"),
+        "{doc}"
+    );
     let (status, _) = proxy.upload("junk", "1", b"#!/bin/sh\nrm -rf /\n");
     assert_eq!(status, 400);
 
@@ -57,7 +69,10 @@ fn uploads_are_checked_against_the_worlds() {
     let (status, doc) = proxy.upload("wrong", "1", &plugin_wasm("wrong-world"));
     assert_eq!(status, 422, "{doc}");
     let message = doc["message"].as_str().unwrap();
-    assert!(message.contains("l7mp:plugin/transform-plugin@0.1.0"), "{message}");
+    assert!(
+        message.contains("l7mp:plugin/transform-plugin@0.1.0"),
+        "{message}"
+    );
     assert!(message.contains("[method]session.ingress"), "{message}");
 
     // Too large, wrong type, missing parameters, a duplicate version.
@@ -72,7 +87,12 @@ fn uploads_are_checked_against_the_worlds() {
     let mut head = [0u8; 12];
     std::io::Read::read_exact(&mut raw, &mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 413");
-    let (status, _) = proxy.send_raw("POST", "/api/v1/plugins?name=x&version=1", "text/plain", "hi");
+    let (status, _) = proxy.send_raw(
+        "POST",
+        "/api/v1/plugins?name=x&version=1",
+        "text/plain",
+        "hi",
+    );
     assert_eq!(status, 415);
     let (status, doc) = proxy.upload("rewrite", "", &plugin_wasm("rewrite"));
     assert_eq!(status, 400, "{doc}");
@@ -81,7 +101,13 @@ fn uploads_are_checked_against_the_worlds() {
     // A version of another world under the same name.
     let (status, doc) = proxy.upload("rewrite", "2", &plugin_wasm("mqtt-codec"));
     assert_eq!(status, 409, "{doc}");
-    assert!(doc["message"].as_str().unwrap().contains("is a transform plugin"), "{doc}");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("is a transform plugin"),
+        "{doc}"
+    );
 
     // Objects must name a loaded plugin of their world.
     proxy.load_plugin("mqtt", "mqtt-codec");
@@ -90,24 +116,44 @@ fn uploads_are_checked_against_the_worlds() {
         json!({"cluster": {"name": "c", "spec": {"protocol": "Wasm", "plugin": "nope"}}}),
     );
     assert_eq!(status, 422, "{doc}");
-    assert!(doc["message"].as_str().unwrap().contains("plugin 'nope' is not loaded"), "{doc}");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("plugin 'nope' is not loaded"),
+        "{doc}"
+    );
     let (status, doc) = proxy.post(
         "/api/v1/clusters",
         json!({"cluster": {"name": "c", "spec": {"protocol": "Wasm", "plugin": "mqtt"}}}),
     );
     assert_eq!(status, 422, "{doc}");
-    assert!(doc["message"].as_str().unwrap().contains("is a codec plugin, not a transform"), "{doc}");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("is a codec plugin, not a transform"),
+        "{doc}"
+    );
     let (status, doc) = proxy.post(
         "/api/v1/clusters",
         json!({"cluster": {"name": "c", "spec": {"protocol": "Wasm", "plugin": "rewrite",
             "limits": {"memory_mb": 100000}}}}),
     );
     assert_eq!(status, 422, "{doc}");
-    assert!(doc["message"].as_str().unwrap().contains("memory_mb"), "{doc}");
+    assert!(
+        doc["message"].as_str().unwrap().contains("memory_mb"),
+        "{doc}"
+    );
 
     let (status, list) = proxy.get("/api/v1/plugins");
     assert_eq!(status, 200);
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["mqtt", "rewrite"]);
 }
 
@@ -128,7 +174,10 @@ fn a_new_version_serves_new_sessions_while_old_ones_keep_theirs_and_rollback_res
     // The established session keeps version 1, under live traffic.
     for i in 0..20 {
         let msg = format!("old-{i}");
-        assert_eq!(udp_roundtrip(&old, addr, msg.as_bytes()), format!("[v1] {msg}").as_bytes());
+        assert_eq!(
+            udp_roundtrip(&old, addr, msg.as_bytes()),
+            format!("[v1] {msg}").as_bytes()
+        );
     }
     // A new session gets version 2.
     let new = udp_client("127.0.0.1");
@@ -152,7 +201,12 @@ fn a_new_version_serves_new_sessions_while_old_ones_keep_theirs_and_rollback_res
     let (status, doc) = proxy.post("/api/v1/plugins/tagger/rollback?version=2", json!({}));
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["current"], "2");
-    assert!(version_field(&proxy, "tagger", "1", "calls").as_u64().unwrap() >= 23);
+    assert!(
+        version_field(&proxy, "tagger", "1", "calls")
+            .as_u64()
+            .unwrap()
+            >= 23
+    );
 }
 
 #[test]
@@ -166,7 +220,13 @@ fn delete_is_refused_while_in_use_unless_drained_or_recursive() {
     // A cluster uses it.
     let (status, doc) = proxy.delete("/api/v1/plugins/tagger");
     assert_eq!(status, 409, "{doc}");
-    assert!(doc["message"].as_str().unwrap().contains("cluster 'used-plugin'"), "{doc}");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("cluster 'used-plugin'"),
+        "{doc}"
+    );
 
     // Without the cluster, a live session still runs on it.
     let (status, doc) = proxy.delete("/api/v1/listeners/used");
@@ -175,13 +235,20 @@ fn delete_is_refused_while_in_use_unless_drained_or_recursive() {
     assert_eq!(status, 200, "{doc}");
     let (status, doc) = proxy.delete("/api/v1/plugins/tagger");
     assert_eq!(status, 409, "{doc}");
-    assert!(doc["message"].as_str().unwrap().contains("live instance"), "{doc}");
+    assert!(
+        doc["message"].as_str().unwrap().contains("live instance"),
+        "{doc}"
+    );
 
     // Draining removes the plugin now and lets the session finish on its version.
     let (status, doc) = proxy.delete("/api/v1/plugins/tagger?drain=true");
     assert_eq!(status, 200, "{doc}");
     assert_eq!(proxy.get("/api/v1/plugins/tagger").0, 404);
-    let session = proxy.sessions().into_iter().find(|s| s["source"]["listener"] == "used").expect("the session");
+    let session = proxy
+        .sessions()
+        .into_iter()
+        .find(|s| s["source"]["listener"] == "used")
+        .expect("the session");
     assert_eq!(session["status"], "CONNECTED");
 
     // Recursive: the objects that use the plugin go, and their sessions end.
@@ -220,30 +287,66 @@ fn the_config_loads_plugins_from_files_and_restarts_use_the_compile_cache() {
     )
     .unwrap();
     let cache = dir.join("cache");
-    let args = ["-c", config.to_str().unwrap(), "--plugin-cache", cache.to_str().unwrap()];
+    let args = [
+        "-c",
+        config.to_str().unwrap(),
+        "--plugin-cache",
+        cache.to_str().unwrap(),
+    ];
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     {
         let proxy = Proxy::start_with(&args);
-        assert_eq!(udp_roundtrip(&udp_client("127.0.0.1"), addr, b"banana"), b"bAnAnA");
-        assert_eq!(version_field(&proxy, "upper", "v1", "precompiled_from_cache"), false);
+        assert_eq!(
+            udp_roundtrip(&udp_client("127.0.0.1"), addr, b"banana"),
+            b"bAnAnA"
+        );
+        assert_eq!(
+            version_field(&proxy, "upper", "v1", "precompiled_from_cache"),
+            false
+        );
     }
     let proxy = Proxy::start_with(&args);
-    assert_eq!(version_field(&proxy, "upper", "v1", "precompiled_from_cache"), true);
-    assert_eq!(udp_roundtrip(&udp_client("127.0.0.1"), addr, b"cab"), b"cAb");
+    assert_eq!(
+        version_field(&proxy, "upper", "v1", "precompiled_from_cache"),
+        true
+    );
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.1"), addr, b"cab"),
+        b"cAb"
+    );
 
     // `--check` compiles and checks plugins too.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_l7mp"))
-        .args(["--check", "-c", config.to_str().unwrap(), "--plugin-cache", "off"])
+        .args([
+            "--check",
+            "-c",
+            config.to_str().unwrap(),
+            "--plugin-cache",
+            "off",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(&wasm, b"not wasm").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_l7mp"))
-        .args(["--check", "-c", config.to_str().unwrap(), "--plugin-cache", "off"])
+        .args([
+            "--check",
+            "-c",
+            config.to_str().unwrap(),
+            "--plugin-cache",
+            "off",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("plugin 'upper': not a WebAssembly binary"), "{stderr}");
+    assert!(
+        stderr.contains("plugin 'upper': not a WebAssembly binary"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -204,10 +204,12 @@ mod tests {
                 .starts_with("spec: plugin 'p' is not loaded")
         );
         assert!(
-            e(listener(
+            listener(
                 &json!({"protocol": "WebSocket", "port": 1, "codec": {"plugin": "p"}}),
                 false
-            ))
+            )
+            .unwrap_err()
+            .message
             .contains("a codec frames TCP, UDP or UnixDomainSocket listeners")
         );
         assert!(
