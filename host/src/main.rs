@@ -3,18 +3,7 @@
 //! Start-up reads the command line, installs logging, loads the config (the embedded
 //! default or `-c FILE`), starts the admin API, then serves until SIGINT or SIGTERM.
 
-mod api;
-mod json;
-mod lb;
-mod logging;
-mod metrics;
-mod model;
-mod offload;
-mod plugin;
-mod protocol;
-mod proxy;
-mod session;
-mod transform;
+use l7mp::{api, logging, model, plugin, protocol, proxy};
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
