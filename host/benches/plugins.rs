@@ -21,7 +21,10 @@ use l7mp::protocol::{Transform, TransformContext};
 const DEADLINE: Duration = Duration::from_millis(50);
 
 fn load(name: &str, file: &str) -> Arc<PluginVersion> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/target/wasm32-wasip2/release/");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/target/wasm32-wasip2/release/"
+    );
     let bytes = std::fs::read(format!("{path}{file}")).unwrap_or_else(|e| {
         panic!("{path}{file}: {e}: build the plugins first (see this file's header)")
     });
@@ -39,7 +42,10 @@ fn chunks(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group("per_1kib_chunk");
     group.bench_function("builtin_echo", |b| {
         let md = json!({});
-        let cx = TransformContext { session: "s", metadata: &md };
+        let cx = TransformContext {
+            session: "s",
+            metadata: &md,
+        };
         let mut echo = l7mp::transform::echo::Echo;
         let mut out = Vec::with_capacity(1);
         let bytes = Bytes::from(chunk.clone());
@@ -102,6 +108,20 @@ fn sessions(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                         .unwrap()
                         .unwrap();
                     instance.release(DEADLINE, session).await;
+                    black_box(instance);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("fresh_instance_only", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let instance = Instance::new(&version, &usage.limits, &usage.grants)
+                        .await
+                        .unwrap();
                     black_box(instance);
                 }
                 start.elapsed()

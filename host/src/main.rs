@@ -53,6 +53,20 @@ struct Cli {
 
 const DEFAULT_ADMIN: &str = "127.0.0.1:1234";
 
+/// A config file's `plugins[].path` are relative to the file, not to where l7mp runs.
+fn plugin_paths_relative_to(doc: &mut Value, dir: &std::path::Path) {
+    let Some(Value::Array(plugins)) = doc.get_mut("plugins") else {
+        return;
+    };
+    for entry in plugins {
+        if let Some(Value::String(path)) = entry.get_mut("path")
+            && std::path::Path::new(path.as_str()).is_relative()
+        {
+            *path = dir.join(&*path).to_string_lossy().into_owned();
+        }
+    }
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("l7mp: {msg}");
     ExitCode::from(2)
@@ -89,10 +103,13 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => return fail(format!("cannot read config {}: {e}", path.display())),
         },
     };
-    let doc: Value = match model::parse::document(&text) {
+    let mut doc: Value = match model::parse::document(&text) {
         Ok(doc) => doc,
         Err(e) => return fail(format!("{source}: {e}")),
     };
+    if let Some(dir) = cli.config.as_deref().and_then(std::path::Path::parent) {
+        plugin_paths_relative_to(&mut doc, dir);
+    }
     if cli.check {
         let strict = cli.strict
             || doc

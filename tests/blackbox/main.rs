@@ -16,6 +16,7 @@ mod plugin_worlds;
 mod plugins;
 mod routing;
 mod sctp;
+mod sdk;
 mod sessions;
 mod stream;
 mod transforms;

@@ -131,6 +131,22 @@ fn a_codec_frames_mqtt_and_routes_on_its_client_id() {
     let more = mqtt_publish("temp/room3", b"20.0");
     sensor.write_all(&more).unwrap();
     assert_eq!(recv("PUBLISH 3"), more);
+
+    // Over UDP the codec sees one datagram at a time.
+    let udp_port = free_udp_port();
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "mqtt-udp", "spec": {"protocol": "UDP", "port": udp_port,
+                "codec": {"plugin": "mqtt"}},
+            "rules": [{"match": {"op": "test", "path": "/codec/client_id", "value": "dgram-1"},
+                "action": {"route": {"destination": {"spec": {"protocol": "Echo"}}}}}]}}),
+    );
+    let client = udp_client("127.0.0.1");
+    let to: SocketAddr = format!("127.0.0.1:{udp_port}").parse().unwrap();
+    let hello = mqtt_connect("dgram-1");
+    assert_eq!(udp_roundtrip(&client, to, &hello), hello);
+    let publish = mqtt_publish("t", b"x");
+    assert_eq!(udp_roundtrip(&client, to, &publish), publish);
 }
 
 #[test]

@@ -111,6 +111,19 @@ impl Stats {
             .inc();
     }
 
+    /// Removes the version's series from `/metrics` (the plugin was deleted).
+    fn forget(&self) {
+        let m = metrics::global();
+        let [plugin, version] = &self.labels;
+        let _ = m.plugin_calls.remove_label_values(&[plugin, version]);
+        let _ = m.plugin_instances.remove_label_values(&[plugin, version]);
+        for kind in ["deadline", "memory", "trap"] {
+            let _ = m
+                .plugin_faults
+                .remove_label_values(&[plugin, version, kind]);
+        }
+    }
+
     /// Copies the atomics into Prometheus (at scrape and render time, not per call).
     fn publish(&self) {
         let calls = self.calls.load(Ordering::Relaxed);
@@ -133,6 +146,15 @@ pub struct GuestCounters {
 }
 
 impl GuestCounters {
+    fn forget(&self) {
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        for name in names.keys() {
+            let _ = metrics::global()
+                .plugin_guest_counters
+                .remove_label_values(&[&self.plugin, name]);
+        }
+    }
+
     pub fn add(&self, name: &str, delta: u64) {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = names.get(name) {
@@ -517,6 +539,10 @@ impl Plugins {
             .ok_or_else(|| ConfigError::not_found(format!("plugin '{name}' not found")))?;
         for v in &p.versions {
             v.set_current(false);
+            v.stats.forget();
+        }
+        if let Some(v) = p.versions.first() {
+            v.counters.forget();
         }
         Ok(())
     }
@@ -562,5 +588,34 @@ impl Plugins {
                 v.stats.publish();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_are_told_apart_by_their_header() {
+        let status = |b: &[u8]| check_header(b).map_err(|e| (e.status, e.message));
+        assert!(status(b"\0asm\x0d\0\x01\0").is_ok());
+        let core = status(b"\0asm\x01\0\0\0").unwrap_err();
+        assert_eq!(core.0, 400);
+        assert!(core.1.contains("core WebAssembly module"));
+        assert!(
+            status(b"MZ\x90\0\x03\0\0\0")
+                .unwrap_err()
+                .1
+                .contains("no \\0asm header")
+        );
+        assert!(status(b"\0asm").is_err());
+    }
+
+    #[test]
+    fn names_and_versions_are_plain() {
+        assert!(valid_name("version", "1.2.0-rc1").is_ok());
+        assert!(valid_name("version", "").is_err());
+        assert!(valid_name("plugin name", "a/b").is_err());
+        assert!(valid_name("plugin name", "x y").is_err());
     }
 }

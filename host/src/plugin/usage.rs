@@ -175,3 +175,38 @@ impl PluginUse {
         Ok(usage)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<PluginUse, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_safe_and_config_is_serialized_once() {
+        let u = parse(json!({"plugin": "p"})).unwrap();
+        assert_eq!(u.on_fault, OnFault::Drop);
+        assert_eq!(u.limits, Limits::default());
+        assert!(u.grants.is_empty());
+        assert_eq!(&*u.config_json, "{}");
+        let u = parse(json!({"plugin": "p", "config": {"a": [1]}, "on_fault": "pass"})).unwrap();
+        assert_eq!(&*u.config_json, r#"{"a":[1]}"#);
+        assert_eq!(u.on_fault, OnFault::Pass);
+    }
+
+    #[test]
+    fn bad_uses_say_what_is_wrong() {
+        let err = |v| parse(v).unwrap_err();
+        assert!(err(json!({"plugin": ""})).contains("must name a plugin"));
+        assert!(err(json!({"plugin": "p", "config": [1]})).contains("'config' must be an object"));
+        assert!(err(json!({"plugin": "p", "limits": {"deadline_ms": 0}})).contains("deadline_ms"));
+        assert!(err(json!({"plugin": "p", "limits": {"memory_mb": 1024}})).contains("memory_mb"));
+        assert!(err(json!({"plugin": "p", "on_fault": "explode"})).contains("unknown variant"));
+        assert!(err(json!({"plugin": "p", "grants": {"dirs": [{"host": "/nonexistent-dir", "guest": "/x"}]}}))
+            .contains("is not a directory"));
+        assert!(err(json!({"plugin": "p", "grant": {}})).contains("unknown field"));
+    }
+}
