@@ -151,3 +151,45 @@ fn udp_over_ipv6_to_a_udp_cluster() {
     // UDP to UDP with nothing between: relayed in one task, no ring.
     assert_eq!(sessions[0]["datapath"], "relay");
 }
+
+/// Many peers starting sessions at once: each session's socket is bound before it is
+/// connected, and a datagram of another peer caught in between must reach its own
+/// session, never this one.
+#[test]
+fn concurrent_new_peers_each_get_only_their_own_answers() {
+    let proxy = Proxy::start();
+    let port = free_udp_port();
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "crowd", "spec": {"protocol": "UDP", "port": port},
+            "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Echo"}}}}}]}}),
+    );
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The listener is up once one peer gets its echo.
+    udp_roundtrip(&udp_client("127.0.0.1"), to, b"warm-up");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(32));
+    let peers: Vec<_> = (0..32)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                // A new peer (a new source port) for every exchange.
+                for j in 0..20 {
+                    let s = udp_client("127.0.0.1");
+                    let msg = format!("peer-{i}-{j}");
+                    s.send_to(msg.as_bytes(), to).unwrap();
+                    let mut buf = [0u8; 64];
+                    let (n, _) = s.recv_from(&mut buf).expect("an answer");
+                    assert_eq!(
+                        &buf[..n],
+                        msg.as_bytes(),
+                        "peer {i} got another peer's answer"
+                    );
+                }
+            })
+        })
+        .collect();
+    for p in peers {
+        p.join().expect("every peer got its own answers");
+    }
+}

@@ -249,14 +249,20 @@ async fn run_server(
 ) {
     let sessions: Demux = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Datagrams of other peers that a new session's socket caught before it was
+    // connected: dispatched as if the listening socket had received them.
+    let mut strays: VecDeque<(Bytes, SocketAddr)> = VecDeque::new();
     loop {
-        let (datagram, peer) = match socket.recv_from(&mut buf).await {
-            Ok((n, peer)) => (Bytes::copy_from_slice(&buf[..n]), peer),
-            Err(e) => {
-                // ICMP errors surface on the listening socket; they concern one peer.
-                tracing::debug!(listener = %cx.name, "recv: {e}");
-                continue;
-            }
+        let (datagram, peer) = match strays.pop_front() {
+            Some(stray) => stray,
+            None => match socket.recv_from(&mut buf).await {
+                Ok((n, peer)) => (Bytes::copy_from_slice(&buf[..n]), peer),
+                Err(e) => {
+                    // ICMP errors surface on the listening socket; they concern one peer.
+                    tracing::debug!(listener = %cx.name, "recv: {e}");
+                    continue;
+                }
+            },
         };
         if !filter.admits(peer) {
             tracing::debug!(listener = %cx.name, %peer, "datagram from a filtered peer dropped");
@@ -272,11 +278,11 @@ async fn run_server(
                 }
                 Err(mpsc::error::TrySendError::Closed(d)) => {
                     sessions.lock().expect("demux lock").remove(&peer);
-                    new_peer(&cx, &sessions, local, peer, idle, d);
+                    strays.extend(new_peer(&cx, &sessions, local, peer, idle, d));
                 }
             }
         } else {
-            new_peer(&cx, &sessions, local, peer, idle, datagram);
+            strays.extend(new_peer(&cx, &sessions, local, peer, idle, datagram));
         }
     }
 }
@@ -288,16 +294,24 @@ fn new_peer(
     peer: SocketAddr,
     idle: Duration,
     first: Bytes,
-) {
-    let own = match new_socket(local, Reuse::Session, Some(peer)) {
-        Ok(own) => Arc::new(own),
+) -> Vec<(Bytes, SocketAddr)> {
+    let (own, caught) = match session_socket(local, peer) {
+        Ok((own, caught)) => (Arc::new(own), caught),
         Err(e) => {
             tracing::warn!(listener = %cx.name, %peer, "no socket for a new session, datagram dropped: {e}");
-            return;
+            return Vec::new();
         }
     };
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     let _ = tx.try_send(first);
+    let mut strays = Vec::new();
+    for (datagram, from) in caught {
+        if from == peer {
+            let _ = tx.try_send(datagram);
+        } else {
+            strays.push((datagram, from));
+        }
+    }
     sessions.lock().expect("demux lock").insert(peer, tx);
     let activity = Arc::new(Activity::new());
     let keepalive = activity.clone();
@@ -321,6 +335,30 @@ fn new_peer(
         metadata: net::metadata("UDP", local, peer),
         conn,
     });
+    strays
+}
+
+/// A server-mode session's socket: the listener's address again, connected to `peer`.
+/// Between its bind and its connect the kernel may hand it datagrams of any peer (it is
+/// one more unconnected member of the SO_REUSEPORT group); those are returned with
+/// their senders, so none is taken for this peer's.
+fn session_socket(
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> io::Result<(UdpSocket, Vec<(Bytes, SocketAddr)>)> {
+    // Drained on the std socket: tokio would not try before its driver saw readiness.
+    let socket = new_socket(local, Reuse::Session, Some(peer))?.into_std()?;
+    let mut caught = Vec::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => caught.push((Bytes::copy_from_slice(&buf[..n]), from)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // An ICMP error for the peer: nothing was queued behind it that matters.
+            Err(_) => break,
+        }
+    }
+    Ok((UdpSocket::from_std(socket)?, caught))
 }
 
 /// A connected socket's addresses for the kernel fast path (after connect, the local
