@@ -294,3 +294,95 @@ fn hostile_plugins_end_only_what_they_serve() {
     // The proxy is fine.
     assert_eq!(proxy.get("/api/v1/admin").0, 200);
 }
+
+#[test]
+fn plugins_see_no_files_unless_granted() {
+    let proxy = Proxy::start();
+    proxy.load_plugin("rewrite", "rewrite");
+    let dir = std::env::temp_dir().join(format!("l7mp-grant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("banner.txt"), "[banner] ").unwrap();
+    let listener = |name: &str, grants: Value| {
+        let port = free_udp_port();
+        proxy.create(
+            "/api/v1/listeners",
+            json!({"listener": {"name": name, "spec": {"protocol": "UDP", "port": port},
+                "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Wasm",
+                    "plugin": "rewrite", "config": {"prepend_file": "/data/banner.txt"}, "grants": grants}}}}}]}}),
+        );
+        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+    };
+    let granted = listener(
+        "granted",
+        json!({"dirs": [{"host": dir, "guest": "/data"}]}),
+    );
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.1"), granted, b"hi"),
+        b"[banner] hi"
+    );
+    // Without the grant the plugin cannot open the file, so it refuses the session.
+    let denied = listener("denied", json!({}));
+    let s = udp_client("127.0.0.1");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(try_roundtrip(&s, denied, b"hi"), None);
+    eventually("the refused session to be counted", || {
+        proxy
+            .metrics()
+            .contains("l7mp_cluster_connect_failures_total{cluster=\"denied-RuleList-0-Rule-0-Route-0-Cluster-0\"} 1")
+            .then_some(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn instances_serve_session_after_session_until_recycled() {
+    let proxy = Proxy::start();
+    proxy.load_plugin("pooled", "rewrite");
+    proxy.load_plugin("recycled", "rewrite");
+    let listener = |plugin: &str, limits: Value| {
+        let port = free_udp_port();
+        proxy.create(
+            "/api/v1/listeners",
+            json!({"listener": {"name": plugin, "spec": {"protocol": "UDP", "port": port},
+                "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Wasm",
+                    "plugin": plugin, "limits": limits}}}}}]}}),
+        );
+        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+    };
+    let pooled = listener("pooled", json!({}));
+    // open + ingress + close is 3 calls: every session wears an instance out.
+    let recycled = listener("recycled", json!({"recycle_after": 3}));
+    for to in [pooled, recycled] {
+        for i in 0..3 {
+            let s = udp_client("127.0.0.1");
+            assert_eq!(udp_roundtrip(&s, to, b"x"), b"x");
+            // The session ends (deleted) before the next one starts.
+            let name = eventually("the session", || {
+                proxy
+                    .sessions()
+                    .into_iter()
+                    .find(|x| x["status"] == "CONNECTED")
+                    .map(|x| x["name"].as_str().unwrap().to_owned())
+            });
+            assert_eq!(
+                proxy.delete(&format!("/api/v1/sessions/{name}")).0,
+                200,
+                "session {i}"
+            );
+            eventually("the session to go", || {
+                proxy
+                    .sessions()
+                    .iter()
+                    .all(|x| x["status"] != "CONNECTED")
+                    .then_some(())
+            });
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let instantiations = |plugin: &str| {
+        proxy.get(&format!("/api/v1/plugins/{plugin}")).1["versions"][0]["instantiations"].clone()
+    };
+    assert_eq!(instantiations("pooled"), 1);
+    assert_eq!(instantiations("recycled"), 3);
+}

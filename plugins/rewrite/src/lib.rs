@@ -10,6 +10,8 @@
 //!     prepend: "> "
 //!     append: ""
 //!     mark: rewritten   # optional: counts chunks in the session's metadata under this key
+//!     prepend_file: /data/banner.txt  # optional: the prefix read from a granted directory
+//!   grants: {dirs: [{host: /etc/l7mp/banners, guest: /data}]}
 //! ```
 
 use std::cell::RefCell;
@@ -31,6 +33,8 @@ struct Config {
     #[serde(default)]
     append: String,
     mark: Option<String>,
+    /// Read once per session; needs a directory granted to the plugin.
+    prepend_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -79,8 +83,12 @@ impl Rewrite {
 
 impl GuestSession for Rewrite {
     fn open(metadata: String, config: String) -> Result<Session, String> {
-        let config: Config =
+        let mut config: Config =
             serde_json::from_str(&config).map_err(|e| format!("rewrite: config: {e}"))?;
+        if let Some(path) = &config.prepend_file {
+            let banner = std::fs::read_to_string(path).map_err(|e| format!("rewrite: {path}: {e}"))?;
+            config.prepend = banner + &config.prepend;
+        }
         let metadata = serde_json::from_str(&metadata).map_err(|e| e.to_string())?;
         Ok(Session::new(Rewrite {
             config,
