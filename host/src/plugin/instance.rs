@@ -13,7 +13,8 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{codec, matcher, transform};
-use super::registry::{GuestCounters, PluginVersion, WorldPre};
+use super::compile::WorldPre;
+use super::registry::{GuestCounters, PluginVersion};
 use super::usage::{Grants, Limits};
 
 /// What a plugin did wrong.

@@ -21,6 +21,7 @@
 mod bindings;
 mod cache;
 pub mod codec;
+mod compile;
 mod instance;
 pub mod matcher;
 mod registry;
@@ -34,8 +35,9 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use compile::World;
 pub use instance::{Fault, Instance};
-pub use registry::{MAX_UPLOAD, PluginVersion, Plugins, World};
+pub use registry::{MAX_UPLOAD, PluginVersion, Plugins};
 
 use instance::HostState;
 

@@ -2,7 +2,7 @@
 //! current. A new version is a hot swap (sessions that start afterwards get it,
 //! sessions that hold an older one keep it until they end); a rollback makes an
 //! earlier version current again. Uploads are compiled and type-checked against the
-//! worlds of `wit/` before they are accepted.
+//! worlds of `wit/` ([`super::compile`]) before they are accepted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -11,12 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, types::ComponentItem};
 
-use super::Runtime;
-use super::bindings::{self, codec, matcher, transform};
-use super::instance::{Fault, HostState, Instance};
+use super::compile::{World, WorldPre};
+use super::instance::{Fault, Instance};
 use super::usage::PluginUse;
 use crate::metrics;
 use crate::model::ConfigError;
@@ -27,56 +24,6 @@ pub const MAX_UPLOAD: usize = 32 << 20;
 const MAX_IDLE: usize = 32;
 /// Distinct counter names one plugin may create (each is a time series).
 const MAX_GUEST_COUNTERS: usize = 64;
-
-/// Which world a plugin implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum World {
-    Transform,
-    Codec,
-    Matcher,
-}
-
-impl World {
-    pub fn name(self) -> &'static str {
-        match self {
-            World::Transform => "transform",
-            World::Codec => "codec",
-            World::Matcher => "matcher",
-        }
-    }
-    fn wit(self) -> &'static str {
-        match self {
-            World::Transform => "l7mp:plugin/transform-plugin@0.1.0",
-            World::Codec => "l7mp:plugin/codec-plugin@0.1.0",
-            World::Matcher => "l7mp:plugin/matcher-plugin@0.1.0",
-        }
-    }
-    fn export(self) -> &'static str {
-        match self {
-            World::Transform => bindings::TRANSFORM_EXPORT,
-            World::Codec => bindings::CODEC_EXPORT,
-            World::Matcher => bindings::MATCHER_EXPORT,
-        }
-    }
-    const ALL: [World; 3] = [World::Transform, World::Codec, World::Matcher];
-}
-
-/// A version's component, linked and with its exports resolved, ready to instantiate.
-pub enum WorldPre {
-    Transform(transform::TransformPluginPre<HostState>),
-    Codec(codec::CodecPluginPre<HostState>),
-    Matcher(matcher::MatcherPluginPre<HostState>),
-}
-
-impl WorldPre {
-    pub fn engine(&self) -> &wasmtime::Engine {
-        match self {
-            WorldPre::Transform(p) => p.engine(),
-            WorldPre::Codec(p) => p.engine(),
-            WorldPre::Matcher(p) => p.engine(),
-        }
-    }
-}
 
 /// What a version has done, for `GET /plugins` and `/metrics`.
 pub struct Stats {
@@ -195,7 +142,55 @@ pub struct PluginVersion {
     retired: AtomicBool,
 }
 
+/// What an upload was found to be.
+pub struct Described {
+    pub sha256: String,
+    pub size: usize,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    /// Loaded precompiled from the on-disk cache.
+    pub cached: bool,
+}
+
 impl PluginVersion {
+    pub fn new(
+        plugin: &str,
+        version: &str,
+        world: World,
+        described: Described,
+        pre: WorldPre,
+    ) -> PluginVersion {
+        let Described {
+            sha256,
+            size,
+            exports,
+            imports,
+            cached,
+        } = described;
+        PluginVersion {
+            plugin: plugin.to_owned(),
+            version: version.to_owned(),
+            label: format!("{plugin}@{version}").into(),
+            world,
+            sha256,
+            size,
+            exports,
+            imports,
+            uploaded: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            cached,
+            pre,
+            stats: Stats::new(plugin, version),
+            counters: Arc::new(GuestCounters {
+                plugin: plugin.to_owned(),
+                names: Mutex::default(),
+            }),
+            idle: Mutex::default(),
+            retired: AtomicBool::new(false),
+        }
+    }
+
     /// An instance for `usage`: an idle one when there is one, else a fresh one.
     pub async fn take(
         self: &Arc<Self>,
@@ -275,136 +270,6 @@ impl Plugin {
 #[derive(Default)]
 pub struct Plugins {
     map: RwLock<BTreeMap<String, Plugin>>,
-}
-
-/// Checks the bytes of an upload and tells what they are.
-fn check_header(bytes: &[u8]) -> Result<(), ConfigError> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(ConfigError::malformed(
-            "not a WebAssembly binary (no \\0asm header)",
-        ));
-    }
-    // Bytes 4..8: version and layer. Layer 0 is a core module, layer 1 a component.
-    if bytes[6..8] == [0, 0] {
-        return Err(ConfigError::malformed(
-            "a core WebAssembly module, not a component: build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)",
-        ));
-    }
-    Ok(())
-}
-
-fn item_kind(item: &ComponentItem) -> &'static str {
-    match item {
-        ComponentItem::ComponentFunc(_) | ComponentItem::CoreFunc(_) => "func",
-        ComponentItem::Module(_) => "module",
-        ComponentItem::Component(_) => "component",
-        ComponentItem::ComponentInstance(_) => "instance",
-        ComponentItem::Type(_) => "type",
-        ComponentItem::Resource(_) => "resource",
-    }
-}
-
-impl Runtime {
-    /// Compiles (or loads from the cache) and type-checks a component: the first step
-    /// of every upload, done before anything changes.
-    pub fn compile(
-        &self,
-        plugin: &str,
-        version: &str,
-        bytes: &[u8],
-    ) -> Result<PluginVersion, ConfigError> {
-        check_header(bytes)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        let (component, cached) = match self
-            .cache
-            .as_ref()
-            .and_then(|c| c.load(&self.engine, &sha256))
-        {
-            Some(component) => (component, true),
-            None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| ConfigError::malformed(format!("not a valid component: {e:#}")))?;
-                if let Some(cache) = &self.cache {
-                    cache.store(&self.engine, &sha256, &component);
-                }
-                (component, false)
-            }
-        };
-        let ty = component.component_type();
-        let exports: Vec<String> = ty
-            .exports(&self.engine)
-            .map(|(name, item)| format!("{name} ({})", item_kind(&item.ty)))
-            .collect();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        let worlds: Vec<World> = World::ALL
-            .into_iter()
-            .filter(|w| ty.get_export(&self.engine, w.export()).is_some())
-            .collect();
-        let world = match worlds.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(ConfigError::invalid(format!(
-                    "the component exports none of {}, {}, {} (so it is for no l7mp world); it exports: [{}]",
-                    bindings::TRANSFORM_EXPORT,
-                    bindings::CODEC_EXPORT,
-                    bindings::MATCHER_EXPORT,
-                    exports.join(", ")
-                )));
-            }
-            many => {
-                return Err(ConfigError::invalid(format!(
-                    "the component exports the interfaces of several worlds ({}): a plugin is one of them",
-                    many.iter().map(|w| w.name()).collect::<Vec<_>>().join(", ")
-                )));
-            }
-        };
-        let mismatch = |e: wasmtime::Error| {
-            ConfigError::invalid(format!(
-                "the component does not fit world {}: {e:#}",
-                world.wit()
-            ))
-        };
-        let pre: InstancePre<HostState> = self.linker.instantiate_pre(&component).map_err(|e| {
-            ConfigError::invalid(format!(
-                "the component imports what l7mp does not provide (plugins get {} and WASI 0.2): {e:#}",
-                "l7mp:plugin/host@0.1.0"
-            ))
-        })?;
-        let pre = match world {
-            World::Transform => {
-                WorldPre::Transform(transform::TransformPluginPre::new(pre).map_err(mismatch)?)
-            }
-            World::Codec => WorldPre::Codec(codec::CodecPluginPre::new(pre).map_err(mismatch)?),
-            World::Matcher => {
-                WorldPre::Matcher(matcher::MatcherPluginPre::new(pre).map_err(mismatch)?)
-            }
-        };
-        Ok(PluginVersion {
-            plugin: plugin.to_owned(),
-            version: version.to_owned(),
-            label: format!("{plugin}@{version}").into(),
-            world,
-            sha256,
-            size: bytes.len(),
-            exports,
-            imports,
-            uploaded: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            cached,
-            pre,
-            stats: Stats::new(plugin, version),
-            counters: Arc::new(GuestCounters {
-                plugin: plugin.to_owned(),
-                names: Mutex::default(),
-            }),
-            idle: Mutex::default(),
-            retired: AtomicBool::new(false),
-        })
-    }
 }
 
 fn valid_name(what: &str, name: &str) -> Result<(), ConfigError> {
@@ -594,22 +459,6 @@ impl Plugins {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uploads_are_told_apart_by_their_header() {
-        let status = |b: &[u8]| check_header(b).map_err(|e| (e.status, e.message));
-        assert!(status(b"\0asm\x0d\0\x01\0").is_ok());
-        let core = status(b"\0asm\x01\0\0\0").unwrap_err();
-        assert_eq!(core.0, 400);
-        assert!(core.1.contains("core WebAssembly module"));
-        assert!(
-            status(b"MZ\x90\0\x03\0\0\0")
-                .unwrap_err()
-                .1
-                .contains("no \\0asm header")
-        );
-        assert!(status(b"\0asm").is_err());
-    }
 
     #[test]
     fn names_and_versions_are_plain() {
