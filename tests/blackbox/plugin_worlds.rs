@@ -386,3 +386,42 @@ fn instances_serve_session_after_session_until_recycled() {
     assert_eq!(instantiations("pooled"), 1);
     assert_eq!(instantiations("recycled"), 3);
 }
+
+#[test]
+fn a_rate_limiting_transform_drops_what_exceeds_its_bucket() {
+    let proxy = Proxy::start();
+    proxy.load_plugin("ratelimit", "ratelimit");
+    let (upstream, received) = udp_upstream(b"");
+    let port = free_udp_port();
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "limited", "spec": {"protocol": "UDP", "port": port},
+            "rules": [{"action": {"route": {
+                "ingress": [wasm("ratelimit", json!({"chunks_per_second": 1, "burst": 3}))],
+                "destination": {"spec": {"protocol": "UDP", "port": upstream},
+                    "endpoints": [{"spec": {"address": "127.0.0.1"}}]}}}}]}}),
+    );
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = udp_client("127.0.0.1");
+    for i in 0..10 {
+        client.send_to(format!("m{i}").as_bytes(), to).unwrap();
+    }
+    // The burst passes, the rest of the flood is dropped and counted.
+    let mut got = Vec::new();
+    while let Ok(d) = received.recv_timeout(Duration::from_millis(500)) {
+        got.push(String::from_utf8(d).unwrap());
+    }
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    let metrics = proxy.metrics();
+    assert!(
+        metrics.contains("l7mp_plugin_counter_total{name=\"dropped\",plugin=\"ratelimit\"} 7"),
+        "{metrics}"
+    );
+    // A second later a token is back.
+    std::thread::sleep(Duration::from_millis(1100));
+    client.send_to(b"later", to).unwrap();
+    assert_eq!(
+        received.recv_timeout(Duration::from_secs(3)).unwrap(),
+        b"later"
+    );
+}
