@@ -147,6 +147,29 @@ fn a_codec_frames_mqtt_and_routes_on_its_client_id() {
     assert_eq!(udp_roundtrip(&client, to, &hello), hello);
     let publish = mqtt_publish("t", b"x");
     assert_eq!(udp_roundtrip(&client, to, &publish), publish);
+
+    // And over a UNIX socket.
+    let path = std::env::temp_dir().join(format!("l7mp-mqtt-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "mqtt-unix", "spec": {"protocol": "UnixDomainSocket",
+                "filename": path, "codec": {"plugin": "mqtt"}},
+            "rules": [{"match": {"op": "test", "path": "/codec/client_id", "value": "local-1"},
+                "action": {"route": {"destination": {"spec": {"protocol": "Echo"}}}}}]}}),
+    );
+    let mut local = eventually("the UNIX listener", || {
+        std::os::unix::net::UnixStream::connect(&path).ok()
+    });
+    local
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let hello = [mqtt_connect("local-1"), mqtt_publish("u", b"1")].concat();
+    local.write_all(&hello).unwrap();
+    let mut echoed = vec![0u8; hello.len()];
+    local.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, hello);
+    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
