@@ -319,6 +319,51 @@ fn hostile_plugins_end_only_what_they_serve() {
 }
 
 #[test]
+fn plugins_reach_no_peer_unless_granted() {
+    let proxy = Proxy::start();
+    proxy.load_plugin("rewrite", "rewrite");
+    // A peer that tells every connection a banner.
+    let banner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = banner.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in banner.incoming() {
+            let _ = conn.and_then(|mut c| c.write_all(b"[net] "));
+        }
+    });
+    let listener = |name: &str, grants: Value| {
+        let port = free_udp_port();
+        proxy.create(
+            "/api/v1/listeners",
+            json!({"listener": {"name": name, "spec": {"protocol": "UDP", "port": port},
+                "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Wasm",
+                    "plugin": "rewrite", "config": {"prepend_from": peer.to_string()}, "grants": grants}}}}}]}}),
+        );
+        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+    };
+    let granted = listener("granted", json!({"connect": [peer.to_string()]}));
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.1"), granted, b"hi"),
+        b"[net] hi"
+    );
+    // Another peer's grant does not reach this one.
+    let other = listener("other", json!({"connect": ["127.0.0.1:9"]}));
+    let s = udp_client("127.0.0.1");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(try_roundtrip(&s, other, b"hi"), None);
+    let denied = listener("denied", json!({}));
+    assert_eq!(try_roundtrip(&s, denied, b"hi"), None);
+    for name in ["other", "denied"] {
+        eventually("the refused session to be counted", || {
+            proxy
+                .metrics()
+                .contains(&format!("l7mp_cluster_connect_failures_total{{cluster=\"{name}-RuleList-0-Rule-0-Route-0-Cluster-0\"}} 1"))
+                .then_some(())
+        });
+    }
+}
+
+#[test]
 fn plugins_see_no_files_unless_granted() {
     let proxy = Proxy::start();
     proxy.load_plugin("rewrite", "rewrite");

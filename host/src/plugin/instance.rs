@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{ResourceAny, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{codec, matcher, transform};
@@ -105,6 +106,25 @@ fn wasi_ctx(grants: &Grants) -> Result<WasiCtx, String> {
         builder
             .preopened_dir(&dir.host, &dir.guest, perms)
             .map_err(|e| format!("grants.dirs: '{}': {e}", dir.host.display()))?;
+    }
+    if !grants.connect.is_empty() {
+        let peers = Arc::new(grants.connect.clone());
+        builder
+            .allow_tcp(true)
+            .allow_udp(true)
+            .socket_addr_check(move |addr, use_| {
+                let allowed = match use_ {
+                    // The implicit bind before a connect or a send: an ephemeral port.
+                    SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+                        addr.ip().is_unspecified() && addr.port() == 0
+                    }
+                    SocketAddrUse::TcpConnect
+                    | SocketAddrUse::UdpSend
+                    | SocketAddrUse::UdpReceive => peers.contains(&addr),
+                    SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+                };
+                Box::pin(async move { allowed })
+            });
     }
     Ok(builder.build())
 }

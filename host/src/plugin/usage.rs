@@ -76,11 +76,14 @@ pub struct DirGrant {
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
     pub env: BTreeMap<String, String>,
+    /// Peers (`IP:port`) the plugin may connect to over TCP or exchange UDP datagrams
+    /// with. Nothing else: no listening, no other peer, no name lookups.
+    pub connect: Vec<std::net::SocketAddr>,
 }
 
 impl Grants {
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.env.is_empty()
+        self.dirs.is_empty() && self.env.is_empty() && self.connect.is_empty()
     }
 }
 

@@ -11,7 +11,8 @@
 //!     append: ""
 //!     mark: rewritten   # optional: counts chunks in the session's metadata under this key
 //!     prepend_file: /data/banner.txt  # optional: the prefix read from a granted directory
-//!   grants: {dirs: [{host: /etc/l7mp/banners, guest: /data}]}
+//!     prepend_from: 10.0.0.5:7000     # optional: the prefix a granted TCP peer sends
+//!   grants: {dirs: [{host: /etc/l7mp/banners, guest: /data}], connect: ["10.0.0.5:7000"]}
 //! ```
 
 use std::cell::RefCell;
@@ -35,6 +36,9 @@ struct Config {
     mark: Option<String>,
     /// Read once per session; needs a directory granted to the plugin.
     prepend_file: Option<String>,
+    /// Read once per session from a TCP peer (up to 1 KiB, until it closes); needs the
+    /// peer granted to the plugin.
+    prepend_from: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +91,14 @@ impl GuestSession for Rewrite {
             serde_json::from_str(&config).map_err(|e| format!("rewrite: config: {e}"))?;
         if let Some(path) = &config.prepend_file {
             let banner = std::fs::read_to_string(path).map_err(|e| format!("rewrite: {path}: {e}"))?;
+            config.prepend = banner + &config.prepend;
+        }
+        if let Some(peer) = &config.prepend_from {
+            use std::io::Read;
+            let mut banner = String::new();
+            std::net::TcpStream::connect(peer.as_str())
+                .and_then(|s| s.take(1024).read_to_string(&mut banner))
+                .map_err(|e| format!("rewrite: {peer}: {e}"))?;
             config.prepend = banner + &config.prepend;
         }
         let metadata = serde_json::from_str(&metadata).map_err(|e| e.to_string())?;
