@@ -108,14 +108,9 @@ impl Codec {
 
 impl Drop for Codec {
     fn drop(&mut self) {
-        if let Some((mut instance, resource)) = self.open.take() {
-            let (version, usage) = (self.version.clone(), self.usage.clone());
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    instance.release(usage.limits.deadline(), resource).await;
-                    version.give_back(instance, &usage);
-                });
-            }
+        // The guest's destructor runs, then the instance serves another session.
+        if let Some((instance, resource)) = self.open.take() {
+            instance.release_later(resource, self.usage.clone());
         }
     }
 }

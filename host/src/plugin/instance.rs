@@ -350,6 +350,19 @@ impl Instance {
         self.settle(r)
     }
 
+    /// Drops `resource`, then hands the instance back to its version's pool, in a task
+    /// of its own: what a stage does when its session ends (from `Drop`, which cannot
+    /// wait).
+    pub fn release_later(mut self, resource: ResourceAny, usage: Arc<super::usage::PluginUse>) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                self.release(usage.limits.deadline(), resource).await;
+                let version = self.version.clone();
+                version.give_back(self, &usage);
+            });
+        }
+    }
+
     /// Drops a resource the plugin handed out (its destructor runs in the guest).
     pub async fn release(&mut self, deadline: Duration, resource: ResourceAny) {
         if self.poisoned {
