@@ -333,3 +333,17 @@ impl Proxy {
         assert_eq!(status, 201, "upload {crate_name}: {answer}");
     }
 }
+
+/// A UDP listener on a free port whose sessions are answered by a Wasm cluster named
+/// `<listener>-plugin`; `plugin_use` is its spec beside `protocol: Wasm`.
+pub fn wasm_destination(proxy: &Proxy, listener: &str, plugin_use: Value) -> SocketAddr {
+    let port = free_udp_port();
+    let mut spec = plugin_use;
+    spec["protocol"] = Value::from("Wasm");
+    proxy.create(
+        "/api/v1/listeners",
+        serde_json::json!({"listener": {"name": listener, "spec": {"protocol": "UDP", "port": port},
+            "rules": [{"action": {"route": {"destination": {"name": format!("{listener}-plugin"), "spec": spec}}}}]}}),
+    );
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

@@ -229,14 +229,11 @@ fn hostile_plugins_end_only_what_they_serve() {
     let proxy = Proxy::start();
     proxy.load_plugin("hostile", "hostile");
     let listener = |name: &str, on_fault: &str| {
-        let port = free_udp_port();
-        proxy.create(
-            "/api/v1/listeners",
-            json!({"listener": {"name": name, "spec": {"protocol": "UDP", "port": port},
-                "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Wasm",
-                    "plugin": "hostile", "on_fault": on_fault, "limits": {"deadline_ms": 100, "memory_mb": 32}}}}}}]}}),
-        );
-        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+        wasm_destination(
+            &proxy,
+            name,
+            json!({"plugin": "hostile", "on_fault": on_fault, "limits": {"deadline_ms": 100, "memory_mb": 32}}),
+        )
     };
     let dropping = listener("dropping", "drop");
 
@@ -331,14 +328,11 @@ fn plugins_reach_no_peer_unless_granted() {
         }
     });
     let listener = |name: &str, grants: Value| {
-        let port = free_udp_port();
-        proxy.create(
-            "/api/v1/listeners",
-            json!({"listener": {"name": name, "spec": {"protocol": "UDP", "port": port},
-                "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Wasm",
-                    "plugin": "rewrite", "config": {"prepend_from": peer.to_string()}, "grants": grants}}}}}]}}),
-        );
-        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+        wasm_destination(
+            &proxy,
+            name,
+            json!({"plugin": "rewrite", "config": {"prepend_from": peer.to_string()}, "grants": grants}),
+        )
     };
     let granted = listener("granted", json!({"connect": [peer.to_string()]}));
     assert_eq!(
@@ -357,7 +351,9 @@ fn plugins_reach_no_peer_unless_granted() {
         eventually("the refused session to be counted", || {
             proxy
                 .metrics()
-                .contains(&format!("l7mp_cluster_connect_failures_total{{cluster=\"{name}-RuleList-0-Rule-0-Route-0-Cluster-0\"}} 1"))
+                .contains(&format!(
+                    "l7mp_cluster_connect_failures_total{{cluster=\"{name}-plugin\"}} 1"
+                ))
                 .then_some(())
         });
     }
@@ -371,14 +367,11 @@ fn plugins_see_no_files_unless_granted() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("banner.txt"), "[banner] ").unwrap();
     let listener = |name: &str, grants: Value| {
-        let port = free_udp_port();
-        proxy.create(
-            "/api/v1/listeners",
-            json!({"listener": {"name": name, "spec": {"protocol": "UDP", "port": port},
-                "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Wasm",
-                    "plugin": "rewrite", "config": {"prepend_file": "/data/banner.txt"}, "grants": grants}}}}}]}}),
-        );
-        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+        wasm_destination(
+            &proxy,
+            name,
+            json!({"plugin": "rewrite", "config": {"prepend_file": "/data/banner.txt"}, "grants": grants}),
+        )
     };
     let granted = listener(
         "granted",
@@ -397,7 +390,7 @@ fn plugins_see_no_files_unless_granted() {
     eventually("the refused session to be counted", || {
         proxy
             .metrics()
-            .contains("l7mp_cluster_connect_failures_total{cluster=\"denied-RuleList-0-Rule-0-Route-0-Cluster-0\"} 1")
+            .contains("l7mp_cluster_connect_failures_total{cluster=\"denied-plugin\"} 1")
             .then_some(())
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -409,14 +402,7 @@ fn instances_serve_session_after_session_until_recycled() {
     proxy.load_plugin("pooled", "rewrite");
     proxy.load_plugin("recycled", "rewrite");
     let listener = |plugin: &str, limits: Value| {
-        let port = free_udp_port();
-        proxy.create(
-            "/api/v1/listeners",
-            json!({"listener": {"name": plugin, "spec": {"protocol": "UDP", "port": port},
-                "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Wasm",
-                    "plugin": plugin, "limits": limits}}}}}]}}),
-        );
-        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+        wasm_destination(&proxy, plugin, json!({"plugin": plugin, "limits": limits}))
     };
     let pooled = listener("pooled", json!({}));
     // open + ingress + close is 3 calls: every session wears an instance out.

@@ -11,14 +11,7 @@ use crate::harness::*;
 
 /// A UDP listener whose sessions are answered by the Wasm transform `plugin`.
 fn answered_by(proxy: &Proxy, listener: &str, plugin: &str, config: Value) -> SocketAddr {
-    let port = free_udp_port();
-    proxy.create(
-        "/api/v1/listeners",
-        json!({"listener": {"name": listener, "spec": {"protocol": "UDP", "port": port},
-            "rules": [{"action": {"route": {"destination": {"name": format!("{listener}-plugin"),
-                "spec": {"protocol": "Wasm", "plugin": plugin, "config": config}}}}}]}}),
-    );
-    format!("127.0.0.1:{port}").parse().unwrap()
+    wasm_destination(proxy, listener, json!({"plugin": plugin, "config": config}))
 }
 
 fn version_field(proxy: &Proxy, plugin: &str, version: &str, field: &str) -> Value {

@@ -136,6 +136,21 @@ enum Exports {
     Matcher(matcher::MatcherPlugin),
 }
 
+/// The exports of a world; which world was checked at upload.
+fn transform_of(exports: &Exports) -> &transform::TransformPlugin {
+    match exports {
+        Exports::Transform(t) => t,
+        _ => unreachable!("a transform plugin, checked at upload"),
+    }
+}
+
+fn codec_of(exports: &Exports) -> &codec::CodecPlugin {
+    match exports {
+        Exports::Codec(c) => c,
+        _ => unreachable!("a codec plugin, checked at upload"),
+    }
+}
+
 pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
@@ -243,10 +258,7 @@ impl Instance {
         config: &str,
     ) -> Result<Result<ResourceAny, String>, Fault> {
         self.arm(deadline);
-        let Exports::Transform(t) = &self.exports else {
-            unreachable!("checked at upload")
-        };
-        let r = t
+        let r = transform_of(&self.exports)
             .l7mp_plugin_transform()
             .session()
             .call_open(&mut self.store, metadata, config)
@@ -263,10 +275,9 @@ impl Instance {
         chunk: &[u8],
     ) -> Result<Result<transform::exports::l7mp::plugin::transform::Output, String>, Fault> {
         self.arm(deadline);
-        let Exports::Transform(t) = &self.exports else {
-            unreachable!("checked at upload")
-        };
-        let guest = t.l7mp_plugin_transform().session();
+        let guest = transform_of(&self.exports)
+            .l7mp_plugin_transform()
+            .session();
         let r = if egress {
             guest.call_egress(&mut self.store, session, chunk).await
         } else {
@@ -283,10 +294,7 @@ impl Instance {
         config: &str,
     ) -> Result<Result<ResourceAny, String>, Fault> {
         self.arm(deadline);
-        let Exports::Codec(c) = &self.exports else {
-            unreachable!("checked at upload")
-        };
-        let r = c
+        let r = codec_of(&self.exports)
             .l7mp_plugin_codec()
             .connection()
             .call_open(&mut self.store, metadata, config)
@@ -302,10 +310,7 @@ impl Instance {
         data: &[u8],
     ) -> Result<Result<Vec<codec::exports::l7mp::plugin::codec::Message>, String>, Fault> {
         self.arm(deadline);
-        let Exports::Codec(c) = &self.exports else {
-            unreachable!("checked at upload")
-        };
-        let r = c
+        let r = codec_of(&self.exports)
             .l7mp_plugin_codec()
             .connection()
             .call_decode(&mut self.store, connection, data)
@@ -321,10 +326,7 @@ impl Instance {
         message: &[u8],
     ) -> Result<Result<Vec<u8>, String>, Fault> {
         self.arm(deadline);
-        let Exports::Codec(c) = &self.exports else {
-            unreachable!("checked at upload")
-        };
-        let r = c
+        let r = codec_of(&self.exports)
             .l7mp_plugin_codec()
             .connection()
             .call_encode(&mut self.store, connection, message)
@@ -341,7 +343,7 @@ impl Instance {
     ) -> Result<Result<bool, String>, Fault> {
         self.arm(deadline);
         let Exports::Matcher(m) = &self.exports else {
-            unreachable!("checked at upload")
+            unreachable!("a matcher plugin, checked at upload")
         };
         let r = m
             .l7mp_plugin_matcher()
