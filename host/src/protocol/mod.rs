@@ -19,6 +19,7 @@ pub mod sync;
 pub mod tcp;
 pub mod udp;
 mod udp_batch;
+mod udp_server;
 pub mod unix;
 pub mod unix_dgram;
 pub mod websocket;

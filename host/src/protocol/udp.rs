@@ -2,19 +2,18 @@
 //!
 //! The listener runs in one of two modes. `singleton` (the default when `connect` has
 //! both address and port) connects its socket to that one peer and emits one session
-//! at a time. `server` emits a session per new peer; datagrams are demultiplexed by
+//! at a time. `server` ([`super::udp_server`]) emits a session per new peer; datagrams are demultiplexed by
 //! peer address in userspace, replies leave through the listening socket, and a session
 //! that hears nothing in either direction for `idle_timeout` seconds ends (the
 //! original never expired UDP sessions). `connect.address` or `connect.port` alone
 //! filter which peers a server accepts. The cluster opens a socket per session stage,
 //! bound to `bind` when given and connected to the endpoint.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -26,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::net::{self, HostPort};
 use super::udp_batch;
+use super::udp_server::{self, Activity, DemuxEntry};
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target, UdpPath,
@@ -33,9 +33,7 @@ use super::{
 
 pub const NAME: &str = "UDP";
 /// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65536;
-/// Datagrams queued for one server-mode session before new ones are dropped.
-const SESSION_QUEUE: usize = 256;
+pub(super) const MAX_DATAGRAM: usize = 65536;
 const DEFAULT_IDLE_TIMEOUT: f64 = 120.0;
 
 #[derive(Debug, Deserialize)]
@@ -90,7 +88,7 @@ impl UdpListenerSpec {
     }
 }
 
-enum Reuse {
+pub(super) enum Reuse {
     /// A listener: the port must be free; sessions will share it.
     Listener,
     /// A server-mode session: the listener's address again, connected to one peer.
@@ -99,7 +97,11 @@ enum Reuse {
     Cluster,
 }
 
-fn new_socket(addr: SocketAddr, reuse: Reuse, peer: Option<SocketAddr>) -> io::Result<UdpSocket> {
+pub(super) fn new_socket(
+    addr: SocketAddr,
+    reuse: Reuse,
+    peer: Option<SocketAddr>,
+) -> io::Result<UdpSocket> {
     if matches!(reuse, Reuse::Listener) && addr.port() != 0 {
         // SO_REUSEPORT would let a second bind succeed silently: check that the port
         // is free with a plain bind first.
@@ -155,7 +157,7 @@ impl ListenerProtocol for UdpListenerSpec {
                     port: connect.port,
                 };
                 let idle = Duration::from_secs_f64(idle.max(0.001));
-                tokio::spawn(run_server(cx, socket, local, filter, idle))
+                tokio::spawn(udp_server::run(cx, socket, local, filter, idle))
             }
         };
         Ok(ListenerTask::new(local.to_string(), task))
@@ -171,13 +173,13 @@ fn parse_ip(a: &str) -> io::Result<std::net::IpAddr> {
     })
 }
 
-struct PeerFilter {
+pub(super) struct PeerFilter {
     address: Option<std::net::IpAddr>,
     port: Option<u16>,
 }
 
 impl PeerFilter {
-    fn admits(&self, peer: SocketAddr) -> bool {
+    pub(super) fn admits(&self, peer: SocketAddr) -> bool {
         let peer = net::canonical(peer);
         self.address.is_none_or(|a| a.to_canonical() == peer.ip())
             && self.port.is_none_or(|p| p == peer.port())
@@ -238,174 +240,17 @@ impl Drop for EndSignal {
     }
 }
 
-type Demux = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
-
-async fn run_server(
-    cx: ListenerContext,
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
-    filter: PeerFilter,
-    idle: Duration,
-) {
-    let sessions: Demux = Arc::default();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    // Datagrams of other peers that a new session's socket caught before it was
-    // connected: dispatched as if the listening socket had received them.
-    let mut strays: VecDeque<(Bytes, SocketAddr)> = VecDeque::new();
-    loop {
-        let (datagram, peer) = match strays.pop_front() {
-            Some(stray) => stray,
-            None => match socket.recv_from(&mut buf).await {
-                Ok((n, peer)) => (Bytes::copy_from_slice(&buf[..n]), peer),
-                Err(e) => {
-                    // ICMP errors surface on the listening socket; they concern one peer.
-                    tracing::debug!(listener = %cx.name, "recv: {e}");
-                    continue;
-                }
-            },
-        };
-        if !filter.admits(peer) {
-            tracing::debug!(listener = %cx.name, %peer, "datagram from a filtered peer dropped");
-            continue;
-        }
-        let existing = sessions.lock().expect("demux lock").get(&peer).cloned();
-        if let Some(tx) = existing {
-            match tx.try_send(datagram) {
-                Ok(()) => continue,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::debug!(listener = %cx.name, %peer, "session queue full, datagram dropped");
-                    continue;
-                }
-                Err(mpsc::error::TrySendError::Closed(d)) => {
-                    sessions.lock().expect("demux lock").remove(&peer);
-                    strays.extend(new_peer(&cx, &sessions, local, peer, idle, d));
-                }
-            }
-        } else {
-            strays.extend(new_peer(&cx, &sessions, local, peer, idle, datagram));
-        }
-    }
-}
-
-fn new_peer(
-    cx: &ListenerContext,
-    sessions: &Demux,
-    local: SocketAddr,
-    peer: SocketAddr,
-    idle: Duration,
-    first: Bytes,
-) -> Vec<(Bytes, SocketAddr)> {
-    let (own, caught) = match session_socket(local, peer) {
-        Ok((own, caught)) => (Arc::new(own), caught),
-        Err(e) => {
-            tracing::warn!(listener = %cx.name, %peer, "no socket for a new session, datagram dropped: {e}");
-            return Vec::new();
-        }
-    };
-    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-    let _ = tx.try_send(first);
-    let mut strays = Vec::new();
-    for (datagram, from) in caught {
-        if from == peer {
-            let _ = tx.try_send(datagram);
-        } else {
-            strays.push((datagram, from));
-        }
-    }
-    sessions.lock().expect("demux lock").insert(peer, tx);
-    let activity = Arc::new(Activity::new());
-    let keepalive = activity.clone();
-    let udp = udp_path(&own, Some(Arc::new(move || keepalive.touch())));
-    let mut conn = Conn::chunks(
-        Framing::Datagram,
-        Box::new(SocketRx {
-            stragglers: Some(rx),
-            idle: Some((idle, activity.clone())),
-            _entry: Some(DemuxEntry {
-                sessions: sessions.clone(),
-                peer,
-            }),
-            ..SocketRx::connected(own.clone(), None)
-        }),
-        Box::new(SocketTx::new(own, Some(activity))),
-        net::canonical(peer).to_string(),
-    );
-    conn.udp = udp;
-    cx.accept(Incoming {
-        metadata: net::metadata("UDP", local, peer),
-        conn,
-    });
-    strays
-}
-
-/// A server-mode session's socket: the listener's address again, connected to `peer`.
-/// Between its bind and its connect the kernel may hand it datagrams of any peer (it is
-/// one more unconnected member of the SO_REUSEPORT group); those are returned with
-/// their senders, so none is taken for this peer's.
-fn session_socket(
-    local: SocketAddr,
-    peer: SocketAddr,
-) -> io::Result<(UdpSocket, Vec<(Bytes, SocketAddr)>)> {
-    // Drained on the std socket: tokio would not try before its driver saw readiness.
-    let socket = new_socket(local, Reuse::Session, Some(peer))?.into_std()?;
-    let mut caught = Vec::new();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => caught.push((Bytes::copy_from_slice(&buf[..n]), from)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // An ICMP error for the peer: nothing was queued behind it that matters.
-            Err(_) => break,
-        }
-    }
-    Ok((UdpSocket::from_std(socket)?, caught))
-}
-
 /// A connected socket's addresses for the kernel fast path (after connect, the local
 /// address is the one the kernel chose for the peer, not a wildcard).
-fn udp_path(socket: &UdpSocket, keepalive: Option<Arc<dyn Fn() + Send + Sync>>) -> Option<UdpPath> {
+pub(super) fn udp_path(
+    socket: &UdpSocket,
+    keepalive: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> Option<UdpPath> {
     Some(UdpPath {
         local: socket.local_addr().ok()?,
         peer: socket.peer_addr().ok()?,
         keepalive,
     })
-}
-
-/// When a server-mode session last moved a datagram, in either direction.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-    fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn idle_until(&self, idle: Duration) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
-    }
-}
-
-/// Removes a server-mode session from the demux table when the session lets go of it.
-struct DemuxEntry {
-    sessions: Demux,
-    peer: SocketAddr,
-}
-
-impl Drop for DemuxEntry {
-    fn drop(&mut self) {
-        let mut sessions = self.sessions.lock().expect("demux lock");
-        if sessions.get(&self.peer).is_some_and(|tx| tx.is_closed()) {
-            sessions.remove(&self.peer);
-        }
-    }
 }
 
 /// The receiving half of a connected socket: a cluster's, a singleton listener's, or a
@@ -414,7 +259,7 @@ impl Drop for DemuxEntry {
 /// connect) and ends after `idle` without traffic. ICMP port-unreachable surfaces as
 /// ECONNREFUSED on a later call; for a datagram stream that is a lost datagram, not a
 /// broken session.
-struct SocketRx {
+pub(super) struct SocketRx {
     socket: Arc<UdpSocket>,
     /// Received in a batch, not yet taken by `recv`.
     queued: VecDeque<Bytes>,
@@ -425,6 +270,22 @@ struct SocketRx {
 }
 
 impl SocketRx {
+    /// A server-mode session's: it also takes what the listener received for it
+    /// (`stragglers`) and ends after `idle` without traffic.
+    pub(super) fn server_session(
+        socket: Arc<UdpSocket>,
+        stragglers: mpsc::Receiver<Bytes>,
+        idle: (Duration, Arc<Activity>),
+        entry: DemuxEntry,
+    ) -> SocketRx {
+        SocketRx {
+            stragglers: Some(stragglers),
+            idle: Some(idle),
+            _entry: Some(entry),
+            ..SocketRx::connected(socket, None)
+        }
+    }
+
     fn connected(socket: Arc<UdpSocket>, ended: Option<EndSignal>) -> SocketRx {
         udp_batch::enable_gro(socket.as_raw_fd());
         SocketRx {
@@ -523,7 +384,7 @@ impl ChunkRx for SocketRx {
     }
 }
 
-struct SocketTx {
+pub(super) struct SocketTx {
     socket: Arc<UdpSocket>,
     activity: Option<Arc<Activity>>,
     /// Whether GSO sends still work on this socket.
@@ -531,7 +392,7 @@ struct SocketTx {
 }
 
 impl SocketTx {
-    fn new(socket: Arc<UdpSocket>, activity: Option<Arc<Activity>>) -> SocketTx {
+    pub(super) fn new(socket: Arc<UdpSocket>, activity: Option<Arc<Activity>>) -> SocketTx {
         SocketTx {
             socket,
             activity,
