@@ -5,16 +5,30 @@
 //! traits, and export them with the world's macro:
 //!
 //! ```ignore
-//! use l7mp_plugin_sdk::transform::{export_transform, exports::l7mp::plugin::transform::*};
+//! use l7mp_plugin_sdk::transform::export_transform;
+//! use l7mp_plugin_sdk::transform::exports::l7mp::plugin::transform::{
+//!     Guest, GuestSession, MetadataUpdate, Output, Session,
+//! };
 //!
 //! struct Upper;
-//! impl Guest for Upper { type Session = Session; }
-//! struct Session;
-//! impl GuestSession for Session {
-//!     fn open(_metadata: String, _config: String) -> Result<SessionBorrow..., String> { ... }
-//!     ...
+//!
+//! impl GuestSession for Upper {
+//!     fn open(_metadata: String, _config: String) -> Result<Session, String> {
+//!         Ok(Session::new(Upper))
+//!     }
+//!     fn ingress(&self, chunk: Vec<u8>) -> Result<Output, String> {
+//!         Ok(Output { chunks: vec![chunk.to_ascii_uppercase()], metadata: MetadataUpdate::Keep })
+//!     }
+//!     fn egress(&self, chunk: Vec<u8>) -> Result<Output, String> {
+//!         Ok(Output { chunks: vec![chunk], metadata: MetadataUpdate::Keep })
+//!     }
 //! }
-//! export_transform!(Upper);
+//!
+//! struct Plugin;
+//! impl Guest for Plugin {
+//!     type Session = Upper;
+//! }
+//! export_transform!(Plugin);
 //! ```
 //!
 //! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` in
