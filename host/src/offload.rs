@@ -16,20 +16,25 @@ use aya::programs::{SchedClassifier, TcAttachType};
 const DELIVER_LOCAL: u32 = 1;
 const FORWARD: u32 = 2;
 
+/// A flow's key in the kernel's LRU map: the packet's addresses (network order) as
+/// they arrive. `A` is `u32` for IPv4, `[u8; 16]` for IPv6, as `ebpf/udp_offload.c`
+/// declares `flow4_key` and `flow6_key`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Flow4Key {
-    saddr: u32,
-    daddr: u32,
+struct FlowKey<A> {
+    saddr: A,
+    daddr: A,
     sport: u16,
     dport: u16,
 }
 
+/// What the kernel rewrites a flow's packets to, and the counters it keeps
+/// (`flow4_action`, `flow6_action`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct Flow4Action {
-    saddr: u32,
-    daddr: u32,
+struct FlowAction<A> {
+    saddr: A,
+    daddr: A,
     sport: u16,
     dport: u16,
     ifindex: u32,
@@ -39,28 +44,26 @@ struct Flow4Action {
     bytes: u64,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Flow6Key {
-    saddr: [u8; 16],
-    daddr: [u8; 16],
-    sport: u16,
-    dport: u16,
+impl<A> FlowAction<A> {
+    fn new(saddr: A, daddr: A, sport: u16, dport: u16, mode: u32) -> Self {
+        FlowAction {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            ifindex: 0,
+            mode,
+            pad: 0,
+            packets: 0,
+            bytes: 0,
+        }
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-struct Flow6Action {
-    saddr: [u8; 16],
-    daddr: [u8; 16],
-    sport: u16,
-    dport: u16,
-    ifindex: u32,
-    mode: u32,
-    pad: u32,
-    packets: u64,
-    bytes: u64,
-}
+type Flow4Key = FlowKey<u32>;
+type Flow6Key = FlowKey<[u8; 16]>;
+type Flow4Action = FlowAction<u32>;
+type Flow6Action = FlowAction<[u8; 16]>;
 
 // SAFETY: plain C structs without padding holes that matter to the kernel, as the
 // program declares them.
@@ -253,35 +256,14 @@ impl Offload {
         match (key(&flow), flow.new_from.ip(), flow.new_to.ip()) {
             (Some(Key::V4(k)), IpAddr::V4(c), IpAddr::V4(d)) => {
                 let (saddr, daddr) = (u32::from(c).to_be(), u32::from(d).to_be());
-                let action = Flow4Action {
-                    saddr,
-                    daddr,
-                    sport,
-                    dport,
-                    ifindex: 0,
-                    mode,
-                    pad: 0,
-                    packets: 0,
-                    bytes: 0,
-                };
+                let action = FlowAction::new(saddr, daddr, sport, dport, mode);
                 loaded
                     .flows4
                     .insert(k, action, 0)
                     .map_err(|e| e.to_string())
             }
             (Some(Key::V6(k)), IpAddr::V6(c), IpAddr::V6(d)) => {
-                let (saddr, daddr) = (c.octets(), d.octets());
-                let action = Flow6Action {
-                    saddr,
-                    daddr,
-                    sport,
-                    dport,
-                    ifindex: 0,
-                    mode,
-                    pad: 0,
-                    packets: 0,
-                    bytes: 0,
-                };
+                let action = FlowAction::new(c.octets(), d.octets(), sport, dport, mode);
                 loaded
                     .flows6
                     .insert(k, action, 0)
@@ -322,13 +304,13 @@ enum Key {
 fn key(flow: &Flow) -> Option<Key> {
     let (sport, dport) = (flow.from.port().to_be(), flow.to.port().to_be());
     match (flow.from.ip(), flow.to.ip()) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => Some(Key::V4(Flow4Key {
+        (IpAddr::V4(a), IpAddr::V4(b)) => Some(Key::V4(FlowKey {
             saddr: u32::from(a).to_be(),
             daddr: u32::from(b).to_be(),
             sport,
             dport,
         })),
-        (IpAddr::V6(a), IpAddr::V6(b)) => Some(Key::V6(Flow6Key {
+        (IpAddr::V6(a), IpAddr::V6(b)) => Some(Key::V6(FlowKey {
             saddr: a.octets(),
             daddr: b.octets(),
             sport,
