@@ -8,7 +8,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -17,8 +17,6 @@ use serde_json::json;
 use l7mp::plugin::usage::PluginUse;
 use l7mp::plugin::{self, Instance, PluginVersion};
 use l7mp::protocol::{Transform, TransformContext};
-
-const DEADLINE: Duration = Duration::from_millis(50);
 
 fn load(name: &str, file: &str) -> Arc<PluginVersion> {
     let path = concat!(
@@ -65,21 +63,21 @@ fn chunks(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 rt.block_on(async {
                     let mut instance = version.take(&usage, None).await.unwrap();
                     let session = instance
-                        .transform_open(DEADLINE, "{}", &usage.config_json)
+                        .open("{}", &usage.config_json)
                         .await
                         .unwrap()
                         .unwrap();
                     let start = Instant::now();
                     for _ in 0..iters {
                         let output = instance
-                            .transform_hook(DEADLINE, session, false, &chunk)
+                            .transform_hook(session, false, &chunk)
                             .await
                             .unwrap()
                             .unwrap();
                         black_box(output);
                     }
                     let elapsed = start.elapsed();
-                    instance.release(DEADLINE, session).await;
+                    instance.release(session).await;
                     elapsed
                 })
             })
@@ -103,11 +101,11 @@ fn sessions(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                         .await
                         .unwrap();
                     let session = instance
-                        .transform_open(DEADLINE, "{}", &usage.config_json)
+                        .open("{}", &usage.config_json)
                         .await
                         .unwrap()
                         .unwrap();
-                    instance.release(DEADLINE, session).await;
+                    instance.release(session).await;
                     black_box(instance);
                 }
                 start.elapsed()
@@ -135,11 +133,11 @@ fn sessions(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 for _ in 0..iters {
                     let mut instance = version.take(&usage, None).await.unwrap();
                     let session = instance
-                        .transform_open(DEADLINE, "{}", &usage.config_json)
+                        .open("{}", &usage.config_json)
                         .await
                         .unwrap()
                         .unwrap();
-                    instance.release(DEADLINE, session).await;
+                    instance.release(session).await;
                     version.give_back(instance, &usage);
                 }
                 start.elapsed()

@@ -72,11 +72,10 @@ impl Codec {
 
     /// Decodes `data` into message payloads, and the metadata of each.
     async fn decode(&mut self, data: &[u8]) -> io::Result<Vec<(Bytes, Option<String>)>> {
-        let deadline = self.usage.limits.deadline();
         let Some((instance, conn)) = self.open.as_mut() else {
             return Err(self.closed());
         };
-        match instance.decode(deadline, *conn, data).await {
+        match instance.decode(*conn, data).await {
             Ok(Ok(messages)) => Ok(messages
                 .into_iter()
                 .map(|m| (Bytes::from(m.payload), m.metadata))
@@ -91,11 +90,10 @@ impl Codec {
 
     /// Encodes an answer; `None` drops it (the codec refused this one message).
     async fn encode(&mut self, message: &[u8]) -> io::Result<Option<Bytes>> {
-        let deadline = self.usage.limits.deadline();
         let Some((instance, conn)) = self.open.as_mut() else {
             return Err(self.closed());
         };
-        match instance.encode(deadline, *conn, message).await {
+        match instance.encode(*conn, message).await {
             Ok(Ok(bytes)) => Ok(Some(Bytes::from(bytes))),
             Ok(Err(e)) => {
                 tracing::warn!(plugin = %self.version.label, "answer dropped: {e}");
@@ -173,29 +171,18 @@ async fn accept(
         .current(&usage.plugin)
         .ok_or_else(|| format!("plugin '{}' is not loaded any more", usage.plugin))?;
     let peer = conn.peer.clone();
-    let mut instance = version
-        .take(&usage, Some(Arc::from(peer.as_str())))
-        .await
-        .map_err(|f| f.to_string())?;
-    let resource = match instance
-        .codec_open(
-            usage.limits.deadline(),
+    let opened = version
+        .open(
+            &usage,
+            Some(Arc::from(peer.as_str())),
             &metadata.to_string(),
-            &usage.config_json,
         )
         .await
-    {
-        Ok(Ok(resource)) => resource,
-        Ok(Err(refused)) => {
-            version.give_back(instance, &usage);
-            return Err(format!("the codec refused the connection: {refused}"));
-        }
-        Err(fault) => return Err(fault.to_string()),
-    };
+        .map_err(|e| format!("codec '{}': {e}", version.label))?;
     let codec = Arc::new(Mutex::new(Codec {
         usage: usage.clone(),
         version,
-        open: Some((instance, resource)),
+        open: Some(opened),
     }));
     let (mut rx, tx) = conn.into_halves();
     let first = async {

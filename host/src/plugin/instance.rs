@@ -155,6 +155,8 @@ pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
     calls: u64,
+    /// The wall-clock budget of each call, from the current user's limits.
+    budget: Duration,
     /// The instance trapped: it must not be called again.
     poisoned: bool,
     /// Made with grants: never pooled for another use.
@@ -217,6 +219,7 @@ impl Instance {
             store,
             exports,
             calls: 0,
+            budget: limits.deadline(),
             poisoned: false,
             private: !grants.is_empty(),
             version: version.clone(),
@@ -233,12 +236,13 @@ impl Instance {
         let state = self.store.data_mut();
         state.limits = store_limits(limits);
         state.session = session;
+        self.budget = limits.deadline();
     }
 
-    fn arm(&mut self, deadline: Duration) {
+    fn arm(&mut self) {
         self.calls += 1;
         self.version.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.store.data_mut().deadline = Instant::now() + deadline;
+        self.store.data_mut().deadline = Instant::now() + self.budget;
     }
 
     fn settle<T>(&mut self, result: wasmtime::Result<T>) -> Result<T, Fault> {
@@ -250,31 +254,36 @@ impl Instance {
         })
     }
 
-    /// `transform.session.open`.
-    pub async fn transform_open(
+    /// `open` of the world's resource: a transform's `session`, a codec's
+    /// `connection`. `Ok(Err(_))` is the plugin's refusal.
+    pub async fn open(
         &mut self,
-        deadline: Duration,
         metadata: &str,
         config: &str,
     ) -> Result<Result<ResourceAny, String>, Fault> {
-        self.arm(deadline);
-        let r = transform_of(&self.exports)
-            .l7mp_plugin_transform()
-            .session()
-            .call_open(&mut self.store, metadata, config)
-            .await;
+        self.arm();
+        let r = match &self.exports {
+            Exports::Transform(t) => {
+                let guest = t.l7mp_plugin_transform().session();
+                guest.call_open(&mut self.store, metadata, config).await
+            }
+            Exports::Codec(c) => {
+                let guest = c.l7mp_plugin_codec().connection();
+                guest.call_open(&mut self.store, metadata, config).await
+            }
+            Exports::Matcher(_) => unreachable!("matchers have no resource"),
+        };
         self.settle(r)
     }
 
     /// `transform.session.ingress` or `.egress`.
     pub async fn transform_hook(
         &mut self,
-        deadline: Duration,
         session: ResourceAny,
         egress: bool,
         chunk: &[u8],
     ) -> Result<Result<transform::exports::l7mp::plugin::transform::Output, String>, Fault> {
-        self.arm(deadline);
+        self.arm();
         let guest = transform_of(&self.exports)
             .l7mp_plugin_transform()
             .session();
@@ -286,30 +295,13 @@ impl Instance {
         self.settle(r)
     }
 
-    /// `codec.connection.open`.
-    pub async fn codec_open(
-        &mut self,
-        deadline: Duration,
-        metadata: &str,
-        config: &str,
-    ) -> Result<Result<ResourceAny, String>, Fault> {
-        self.arm(deadline);
-        let r = codec_of(&self.exports)
-            .l7mp_plugin_codec()
-            .connection()
-            .call_open(&mut self.store, metadata, config)
-            .await;
-        self.settle(r)
-    }
-
     /// `codec.connection.decode`.
     pub async fn decode(
         &mut self,
-        deadline: Duration,
         connection: ResourceAny,
         data: &[u8],
     ) -> Result<Result<Vec<codec::exports::l7mp::plugin::codec::Message>, String>, Fault> {
-        self.arm(deadline);
+        self.arm();
         let r = codec_of(&self.exports)
             .l7mp_plugin_codec()
             .connection()
@@ -321,11 +313,10 @@ impl Instance {
     /// `codec.connection.encode`.
     pub async fn encode(
         &mut self,
-        deadline: Duration,
         connection: ResourceAny,
         message: &[u8],
     ) -> Result<Result<Vec<u8>, String>, Fault> {
-        self.arm(deadline);
+        self.arm();
         let r = codec_of(&self.exports)
             .l7mp_plugin_codec()
             .connection()
@@ -337,11 +328,10 @@ impl Instance {
     /// `matcher.matches`.
     pub async fn matches(
         &mut self,
-        deadline: Duration,
         metadata: String,
         config: &str,
     ) -> Result<Result<bool, String>, Fault> {
-        self.arm(deadline);
+        self.arm();
         let Exports::Matcher(m) = &self.exports else {
             unreachable!("a matcher plugin, checked at upload")
         };
@@ -358,7 +348,7 @@ impl Instance {
     pub fn release_later(mut self, resource: ResourceAny, usage: Arc<super::usage::PluginUse>) {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                self.release(usage.limits.deadline(), resource).await;
+                self.release(resource).await;
                 let version = self.version.clone();
                 version.give_back(self, &usage);
             });
@@ -366,11 +356,11 @@ impl Instance {
     }
 
     /// Drops a resource the plugin handed out (its destructor runs in the guest).
-    pub async fn release(&mut self, deadline: Duration, resource: ResourceAny) {
+    pub async fn release(&mut self, resource: ResourceAny) {
         if self.poisoned {
             return;
         }
-        self.arm(deadline);
+        self.arm();
         let r = resource.resource_drop_async(&mut self.store).await;
         let _ = self.settle(r);
     }

@@ -43,11 +43,7 @@ impl PluginMatcher {
             }
         };
         let verdict = instance
-            .matches(
-                usage.limits.deadline(),
-                metadata.to_string(),
-                &usage.config_json,
-            )
+            .matches(metadata.to_string(), &usage.config_json)
             .await;
         version.give_back(instance, usage);
         match verdict {

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 use serde_json::{Value, json};
+use wasmtime::component::ResourceAny;
 
 use super::compile::{World, WorldPre};
 use super::instance::{Fault, Instance};
@@ -208,6 +209,26 @@ impl PluginVersion {
         };
         instance.adopt(&usage.limits, session);
         Ok(instance)
+    }
+
+    /// An instance for `usage` with the world's resource (a transform's `session`, a
+    /// codec's `connection`) opened in it for `metadata`. A refusal gives the instance
+    /// back; a fault lets it go.
+    pub async fn open(
+        self: &Arc<Self>,
+        usage: &PluginUse,
+        session: Option<Arc<str>>,
+        metadata: &str,
+    ) -> Result<(Instance, ResourceAny), String> {
+        let mut instance = self.take(usage, session).await.map_err(|f| f.to_string())?;
+        match instance.open(metadata, &usage.config_json).await {
+            Ok(Ok(resource)) => Ok((instance, resource)),
+            Ok(Err(refused)) => {
+                self.give_back(instance, usage);
+                Err(format!("refused: {refused}"))
+            }
+            Err(fault) => Err(fault.to_string()),
+        }
     }
 
     /// Takes an instance back after a use; a poisoned, granted or worn-out one is

@@ -86,26 +86,12 @@ struct WasmStage {
 
 impl WasmStage {
     async fn open(&mut self) -> std::result::Result<(), String> {
-        let usage = &self.usage;
-        let mut instance = self
+        let opened = self
             .version
-            .take(usage, Some(self.session.clone()))
-            .await
-            .map_err(|f| f.to_string())?;
-        match instance
-            .transform_open(usage.limits.deadline(), &self.metadata, &usage.config_json)
-            .await
-        {
-            Ok(Ok(resource)) => {
-                self.open = Some((instance, resource));
-                Ok(())
-            }
-            Ok(Err(refused)) => {
-                self.version.give_back(instance, usage);
-                Err(format!("refused the session: {refused}"))
-            }
-            Err(fault) => Err(fault.to_string()),
-        }
+            .open(&self.usage, Some(self.session.clone()), &self.metadata)
+            .await?;
+        self.open = Some(opened);
+        Ok(())
     }
 
     /// Applies a plugin's metadata update to the session.
@@ -166,7 +152,7 @@ impl AsyncTransform for WasmStage {
         }
         let (instance, resource) = self.open.as_mut().expect("opened above");
         let result = instance
-            .transform_hook(self.usage.limits.deadline(), *resource, self.egress, &chunk)
+            .transform_hook(*resource, self.egress, &chunk)
             .await;
         match result {
             Ok(Ok(Output { chunks, metadata })) => {
