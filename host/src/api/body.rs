@@ -20,8 +20,13 @@ pub struct Query {
 
 impl Query {
     pub fn recursive(&self) -> bool {
-        matches!(self.recursive.as_deref(), Some("true" | "1" | "yes" | ""))
+        flag(self.recursive.as_deref())
     }
+}
+
+/// A boolean query parameter: `?x`, `?x=true`, `?x=1`, `?x=yes`.
+pub fn flag(value: Option<&str>) -> bool {
+    matches!(value, Some("true" | "1" | "yes" | ""))
 }
 
 pub struct ApiError(pub ConfigError);

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::{ApiResult, Query, json_response, reply};
+use super::body::{ApiResult, Query, flag, json_response, reply};
 use crate::model::{ConfigError, Kind};
 use crate::plugin::{self, MAX_UPLOAD};
 use crate::proxy::Proxy;
@@ -24,10 +24,6 @@ pub struct PluginQuery {
     drain: Option<String>,
     recursive: Option<String>,
     format: Option<String>,
-}
-
-fn flag(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("true" | "1" | "yes" | ""))
 }
 
 fn format_of(q: &PluginQuery) -> Query {
@@ -176,7 +172,7 @@ pub async fn delete(
     if !plugins.exists(&name) {
         return Err(ConfigError::not_found(format!("plugin '{name}' not found")).into());
     }
-    let (recursive, drain) = (flag(&q.recursive), flag(&q.drain));
+    let (recursive, drain) = (flag(q.recursive.as_deref()), flag(q.drain.as_deref()));
     let users = users(&proxy, &name);
     if !users.is_empty() && !recursive {
         let list: Vec<String> = users

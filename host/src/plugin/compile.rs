@@ -88,6 +88,11 @@ fn item_kind(item: &ComponentItem) -> &'static str {
     }
 }
 
+/// A component's identity: the hex SHA-256 of its bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 impl Runtime {
     /// Compiles (or loads from the cache) and type-checks a component: the first step
     /// of every upload, done before anything changes.
@@ -97,8 +102,18 @@ impl Runtime {
         version: &str,
         bytes: &[u8],
     ) -> Result<PluginVersion, ConfigError> {
+        self.compile_hashed(plugin, version, bytes, sha256_hex(bytes))
+    }
+
+    /// [`Runtime::compile`] for bytes whose SHA-256 the caller already has.
+    pub fn compile_hashed(
+        &self,
+        plugin: &str,
+        version: &str,
+        bytes: &[u8],
+        sha256: String,
+    ) -> Result<PluginVersion, ConfigError> {
         check_header(bytes)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
         let (component, cached) = match self
             .cache
             .as_ref()

@@ -187,10 +187,7 @@ pub fn load_from_config(entry: &serde_json::Value, strict: bool) -> crate::model
             entry.path.display()
         )))
     })?;
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
+    let sha = compile::sha256_hex(&bytes);
     let rt = runtime();
     if rt.plugins.is_current(&entry.name, &sha) {
         return Ok(());
@@ -199,7 +196,7 @@ pub fn load_from_config(entry: &serde_json::Value, strict: bool) -> crate::model
         .version
         .clone()
         .unwrap_or_else(|| sha[..12].to_owned());
-    let compile = || rt.compile(&entry.name, &version, &bytes);
+    let compile = || rt.compile_hashed(&entry.name, &version, &bytes, sha.clone());
     // Compiling is CPU work; on a runtime worker, let the runtime know.
     let compiled = match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
