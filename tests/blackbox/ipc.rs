@@ -188,8 +188,10 @@ fn sync_groups_broadcast_between_sessions_with_the_same_label() {
     let (alice, bob) = (udp_client("127.0.0.1"), udp_client("127.0.0.1"));
     alice.send_to(b"alice joins", to).unwrap();
     bob.send_to(b"bob joins", to).unwrap();
+    // Both have joined the group once their sessions are connected.
     eventually("both members", || {
-        (proxy.sessions().len() == 2).then_some(())
+        let sessions = proxy.sessions();
+        (sessions.len() == 2 && sessions.iter().all(|s| s["status"] == "CONNECTED")).then_some(())
     });
     // Whether a join message reached the other member depends on who joined first;
     // skip them.

@@ -108,14 +108,17 @@ impl ClusterProtocol for SyncCluster {
                 ));
             }
         };
+        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(MEMBER_QUEUE);
+        // Joining under the groups lock: a concurrent join prunes empty groups, and must
+        // not take this one for empty between its lookup and this member's insert.
         let members = {
             let mut groups = lock(&self.groups);
             groups.retain(|_, m| !lock(m).is_empty());
-            groups.entry(label.clone()).or_default().clone()
+            let members = groups.entry(label.clone()).or_default().clone();
+            lock(&members).insert(id, tx);
+            members
         };
-        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(MEMBER_QUEUE);
-        lock(&members).insert(id, tx);
         Ok(Stage::Conn(Conn::chunks(
             Framing::Datagram,
             Box::new(MemberRx {
