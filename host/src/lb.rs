@@ -17,6 +17,8 @@ use crate::model::{ConfigError, Endpoint, LoadBalancerSpec};
 
 /// Ring points per unit of weight.
 const POINTS_PER_WEIGHT: f64 = 100.0;
+/// The most points a ring holds, whatever the weights: heavier rings are scaled down.
+const MAX_RING_POINTS: f64 = 65536.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -57,15 +59,27 @@ impl Balancer {
         let policy = Policy::parse(&spec.policy).unwrap_or(Policy::Trivial);
         let mut ring = Vec::new();
         if policy == Policy::HashRing {
+            let total: f64 = endpoints.iter().map(|e| e.weight * POINTS_PER_WEIGHT).sum();
+            let scale = if total > MAX_RING_POINTS {
+                MAX_RING_POINTS / total
+            } else {
+                1.0
+            };
             for (index, ep) in endpoints.iter().enumerate() {
-                let points = (ep.weight * POINTS_PER_WEIGHT).round().max(0.0) as usize;
+                let share = ep.weight * POINTS_PER_WEIGHT * scale;
+                // Every endpoint with a weight keeps at least one point.
+                let points = if ep.weight > 0.0 {
+                    share.round().max(1.0) as usize
+                } else {
+                    0
+                };
                 ring.extend((0..points).map(|i| (hash_of((&ep.name, i)), index)));
             }
             ring.sort_unstable();
         }
         Balancer {
             policy,
-            key: spec.key.as_deref().map(Pointer::parse),
+            key: spec.key.clone(),
             endpoints: endpoints.to_vec(),
             ring,
         }
@@ -73,19 +87,39 @@ impl Balancer {
 
     /// The endpoint for a session with this metadata; `None` when there is none.
     pub fn pick(&self, metadata: &Value) -> Option<Arc<Endpoint>> {
+        self.pick_avoiding(metadata, &[])
+    }
+
+    /// Like [`Balancer::pick`], but prefers endpoints not named in `avoid` (the ones a
+    /// retry just saw fail); when every endpoint is to be avoided, picks as usual.
+    pub fn pick_avoiding(&self, metadata: &Value, avoid: &[String]) -> Option<Arc<Endpoint>> {
+        let usable = |ep: &Arc<Endpoint>| !avoid.contains(&ep.name);
         match self.policy {
-            Policy::Trivial => self.endpoints.first().cloned(),
+            Policy::Trivial => self
+                .endpoints
+                .iter()
+                .find(|ep| usable(ep))
+                .or(self.endpoints.first())
+                .cloned(),
             Policy::HashRing => {
                 let key = self.key.as_ref().and_then(|k| k.get(metadata));
                 match key {
-                    Some(value) => self.on_ring(value),
-                    None => self.random_by_weight(),
+                    Some(value) => self.on_ring(value, &usable),
+                    None => self
+                        .random_by_weight(&usable)
+                        .or_else(|| self.random_by_weight(&|_| true)),
                 }
             }
         }
     }
 
-    fn on_ring(&self, key: &Value) -> Option<Arc<Endpoint>> {
+    /// The first endpoint at or after the key's point on the ring that is usable, or
+    /// the key's own endpoint when none is.
+    fn on_ring(
+        &self,
+        key: &Value,
+        usable: &dyn Fn(&Arc<Endpoint>) -> bool,
+    ) -> Option<Arc<Endpoint>> {
         if self.ring.is_empty() {
             return None;
         }
@@ -94,22 +128,28 @@ impl Balancer {
             other => hash_of(other.to_string()),
         };
         let at = self.ring.partition_point(|(point, _)| *point < h) % self.ring.len();
-        Some(self.endpoints[self.ring[at].1].clone())
+        let walk = self.ring[at..].iter().chain(&self.ring[..at]);
+        let found = walk
+            .map(|(_, i)| &self.endpoints[*i])
+            .find(|ep| usable(ep))
+            .unwrap_or(&self.endpoints[self.ring[at].1]);
+        Some(found.clone())
     }
 
-    fn random_by_weight(&self) -> Option<Arc<Endpoint>> {
-        let total: f64 = self.endpoints.iter().map(|e| e.weight.max(0.0)).sum();
+    fn random_by_weight(&self, usable: &dyn Fn(&Arc<Endpoint>) -> bool) -> Option<Arc<Endpoint>> {
+        let weight = |ep: &Arc<Endpoint>| if usable(ep) { ep.weight } else { 0.0 };
+        let total: f64 = self.endpoints.iter().map(weight).sum();
         if total <= 0.0 {
             return None;
         }
         let mut dart = rand::rng().random_range(0.0..total);
         for ep in &self.endpoints {
-            dart -= ep.weight.max(0.0);
+            dart -= weight(ep);
             if dart < 0.0 {
                 return Some(ep.clone());
             }
         }
-        self.endpoints.last().cloned()
+        self.endpoints.iter().rev().find(|ep| usable(ep)).cloned()
     }
 }
 
@@ -142,7 +182,7 @@ mod tests {
     fn ring(weights: &[f64]) -> Balancer {
         let spec = LoadBalancerSpec {
             policy: "HashRing".into(),
-            key: Some("/labels/user".into()),
+            key: Some(Pointer::parse("/labels/user").unwrap()),
         };
         Balancer::new(&spec, &endpoints(weights))
     }
@@ -179,7 +219,7 @@ mod tests {
         eps.remove(2);
         let spec = LoadBalancerSpec {
             policy: "ConsistentHash".into(),
-            key: Some("labels/user".into()),
+            key: Some(Pointer::parse("labels/user").unwrap()),
         };
         let after = Balancer::new(&spec, &eps);
         for user in 0..500 {
@@ -189,6 +229,40 @@ mod tests {
                 assert_eq!(after.pick(&md).unwrap().name, was);
             }
         }
+    }
+
+    #[test]
+    fn retries_avoid_the_endpoints_that_failed() {
+        let avoid = vec!["ep0".to_owned()];
+        let trivial = Balancer::new(&LoadBalancerSpec::default(), &endpoints(&[1.0, 1.0]));
+        assert_eq!(
+            trivial.pick_avoiding(&json!({}), &avoid).unwrap().name,
+            "ep1"
+        );
+        let all = vec!["ep0".to_owned(), "ep1".to_owned()];
+        assert_eq!(trivial.pick_avoiding(&json!({}), &all).unwrap().name, "ep0");
+        let b = ring(&[1.0, 1.0]);
+        for user in 0..50 {
+            let md = json!({"labels": {"user": user}});
+            assert_eq!(b.pick_avoiding(&md, &avoid).unwrap().name, "ep1");
+        }
+        for _ in 0..50 {
+            assert_eq!(b.pick_avoiding(&json!({}), &avoid).unwrap().name, "ep1");
+        }
+    }
+
+    #[test]
+    fn heavy_rings_are_scaled_down() {
+        let b = ring(&[10_000.0, 10_000.0, 0.001]);
+        assert!(
+            b.ring.len() <= MAX_RING_POINTS as usize + 3,
+            "{}",
+            b.ring.len()
+        );
+        assert!(
+            b.ring.iter().any(|(_, i)| *i == 2),
+            "a tiny weight keeps a point"
+        );
     }
 
     #[test]

@@ -73,12 +73,19 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Before anything opens a descriptor of its own.
+    protocol::pipe::record_inherited();
     let cli = Cli::parse();
     let level = match logging::parse_level(cli.log_level.as_deref().unwrap_or("info")) {
         Ok(level) => level,
         Err(e) => return fail(format!("-l: {e}")),
     };
     logging::init(level);
+    // A panic is a bug, never an answer to input: log it in one line. The default hook
+    // may symbolize a backtrace, which maps the binary's debug info (hundreds of MiB).
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("internal error (please report it): {info}");
+    }));
     raise_fd_limit();
     plugin::set_cache_dir(match cli.plugin_cache.as_deref() {
         Some("off") => None,
@@ -92,7 +99,10 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(run(cli))
+    let code = runtime.block_on(run(cli));
+    // Work still on the blocking pool (a parse, a compile) does not hold up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -134,7 +144,7 @@ async fn run(cli: Cli) -> ExitCode {
         };
     }
     let proxy = proxy::Proxy::new(cli.strict);
-    if let Err(e) = proxy.load_config(&doc).await {
+    if let Err(e) = proxy.load_config(doc).await {
         return fail(format!("{source}: {e}"));
     }
     if let Some(level) = &cli.log_level

@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query as QueryParams, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::body::{self, ApiResult, Query, created, ok, reply};
+use super::body::{ApiResult, Document, Query, created, ok, reply};
 use crate::model::inline::Builder;
 use crate::model::{ConfigError, Kind, RuleList, render};
 use crate::proxy::Proxy;
@@ -35,9 +34,9 @@ pub async fn get_config(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
     reply(&q, &render::config(&proxy.snapshot()))
 }
 
-pub async fn post_config(State(proxy): Proxied, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let doc = body::parse(&headers, &body, Some("config"))?;
-    proxy.load_config(&doc).await?;
+pub async fn post_config(State(proxy): Proxied, doc: Document) -> ApiResult {
+    let doc = doc.unwrap_as("config")?;
+    proxy.load_config(doc).await?;
     ok()
 }
 
@@ -49,8 +48,8 @@ pub async fn get_admin(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
     reply(&q, &admin)
 }
 
-pub async fn post_admin(State(proxy): Proxied, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let admin = body::parse(&headers, &body, Some("admin"))?;
+pub async fn post_admin(State(proxy): Proxied, doc: Document) -> ApiResult {
+    let admin = doc.unwrap_as("admin")?;
     proxy.update_admin(&admin).await?;
     ok()
 }
@@ -70,13 +69,12 @@ pub async fn list_objects(
 pub async fn post_object(
     State(proxy): Proxied,
     Path(collection): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    doc: Document,
 ) -> ApiResult {
     let kind = kind(&collection)?;
-    let value = body::parse(&headers, &body, Some(kind.singular()))?;
+    let value = doc.unwrap_as(kind.singular())?;
     let created_objects = proxy
-        .add(|b| {
+        .add(move |b| {
             match kind {
                 Kind::Listener => b.add_listener(&value)?,
                 Kind::Cluster => b.add_cluster(&value, None)?,
@@ -116,12 +114,11 @@ pub async fn get_object(
 pub async fn put_object(
     State(proxy): Proxied,
     Path((collection, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    doc: Document,
 ) -> ApiResult {
     let kind = kind(&collection)?;
-    let value = body::parse(&headers, &body, Some(kind.singular()))?;
-    proxy.replace(kind, &name, &value).await?;
+    let value = doc.unwrap_as(kind.singular())?;
+    proxy.replace(kind, &name, value).await?;
     ok()
 }
 
@@ -184,12 +181,11 @@ pub async fn list_endpoints(
 pub async fn post_endpoint(
     State(proxy): Proxied,
     Path(cluster): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    doc: Document,
 ) -> ApiResult {
-    let value = body::parse(&headers, &body, Some("endpoint"))?;
+    let value = doc.unwrap_as("endpoint")?;
     let names = proxy
-        .add(|b| b.add_endpoint(&cluster, &value).map(drop))
+        .add(move |b| b.add_endpoint(&cluster, &value).map(drop))
         .await?;
     created(&names)
 }
@@ -248,12 +244,11 @@ fn with_rules(rl: &RuleList, rules: Vec<String>) -> Arc<RuleList> {
 pub async fn post_rule_at(
     State(proxy): Proxied,
     Path((name, pos)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    doc: Document,
 ) -> ApiResult {
-    let value = body::parse(&headers, &body, Some("rule"))?;
+    let value = doc.unwrap_as("rule")?;
     let created_objects = proxy
-        .add(|b: &mut Builder| {
+        .add(move |b: &mut Builder| {
             let rl =
                 b.snap.rulelists.get(&name).cloned().ok_or_else(|| {
                     ConfigError::not_found(format!("rulelist '{name}' not found"))
@@ -280,7 +275,7 @@ pub async fn delete_rule_at(
     let at = position(&rl, &pos, false)?;
     let rule = rl.rules[at].clone();
     proxy
-        .add(|b: &mut Builder| {
+        .add(move |b: &mut Builder| {
             let mut rules = rl.rules.clone();
             rules.remove(at);
             b.snap

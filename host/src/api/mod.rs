@@ -4,13 +4,15 @@
 mod body;
 mod handlers;
 mod plugins;
+mod server;
+
+pub use server::serve;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
 use body::{ApiError, json_response};
@@ -48,11 +50,44 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             proxy.clone(),
             access_log,
         ))
         .with_state(proxy)
+}
+
+/// Every error answer is `{"status", "message"}`: the few that axum's extractors
+/// write as plain text (a malformed query string, say) are wrapped.
+async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if resp.status().as_u16() < 400 || is_json {
+        return resp;
+    }
+    let status = resp.status();
+    // Extractor messages are a line or two.
+    let text = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    json_response(
+        status,
+        &serde_json::json!({ "status": status.as_u16(), "message": message }),
+    )
 }
 
 /// One line per API request in `admin.access_log_path`, when it is set: time (Unix
@@ -106,11 +141,4 @@ async fn method_not_allowed(
         StatusCode::METHOD_NOT_ALLOWED,
         &serde_json::json!({ "status": 405, "message": format!("{method} is not allowed on {}", uri.path()) }),
     )
-}
-
-/// Serves the API on an already bound listener until the task is dropped.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
-    if let Err(e) = axum::serve(listener, router(proxy)).await {
-        tracing::error!("API server stopped: {e}");
-    }
 }

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::{ApiResult, Query, flag, json_response, reply};
+use super::body::{ApiResult, Query, flag, json_response, read_body, reply};
 use crate::model::{ConfigError, Kind};
 use crate::plugin::{self, MAX_UPLOAD};
 use crate::proxy::Proxy;
@@ -49,8 +48,13 @@ pub async fn get(Path(name): Path<String>, QueryParams(q): QueryParams<PluginQue
     show(&name, &q)
 }
 
-/// Reads an `application/wasm` body of at most [`MAX_UPLOAD`] bytes.
-async fn wasm_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ConfigError> {
+/// Reads an `application/wasm` body of at most [`MAX_UPLOAD`] bytes, within the API's
+/// body timeout.
+async fn wasm_body(
+    proxy: &Proxy,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, ConfigError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -64,38 +68,22 @@ async fn wasm_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Conf
             format!("upload a component as application/wasm, not '{content_type}'"),
         ));
     }
-    let too_large = || {
-        ConfigError::new(
-            413,
-            format!("the component is larger than {} MiB", MAX_UPLOAD >> 20),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_UPLOAD) {
-        return Err(too_large());
-    }
-    let collected = Limited::new(body, MAX_UPLOAD)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                ConfigError::malformed(format!("reading the body: {e}"))
-            }
-        })?;
-    Ok(collected.to_bytes())
+    let timeout = proxy.snapshot().admin.http.body();
+    read_body(headers, body, MAX_UPLOAD as u64, timeout).await
 }
 
-async fn upload_as(name: String, q: PluginQuery, headers: HeaderMap, body: Body) -> ApiResult {
+async fn upload_as(
+    proxy: &Proxy,
+    name: String,
+    q: PluginQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     let version = q
         .version
         .clone()
         .ok_or_else(|| ConfigError::malformed("say which version this is: ?version=..."))?;
-    let bytes = wasm_body(&headers, body).await?;
+    let bytes = wasm_body(proxy, &headers, body).await?;
     let rt = plugin::runtime();
     rt.upload(name.clone(), version, bytes).await?;
     let mut resp = show(&name, &q)?;
@@ -105,6 +93,7 @@ async fn upload_as(name: String, q: PluginQuery, headers: HeaderMap, body: Body)
 
 /// `POST /api/v1/plugins?name=N&version=V` with the component as the body.
 pub async fn upload(
+    State(proxy): Proxied,
     QueryParams(q): QueryParams<PluginQuery>,
     headers: HeaderMap,
     body: Body,
@@ -113,17 +102,18 @@ pub async fn upload(
         .name
         .clone()
         .ok_or_else(|| ConfigError::malformed("say which plugin this is: ?name=...&version=..."))?;
-    upload_as(name, q, headers, body).await
+    upload_as(&proxy, name, q, headers, body).await
 }
 
 /// `PUT /api/v1/plugins/{name}?version=V`: the same, with the name in the path.
 pub async fn put(
+    State(proxy): Proxied,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<PluginQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    upload_as(name, q, headers, body).await
+    upload_as(&proxy, name, q, headers, body).await
 }
 
 /// `POST /api/v1/plugins/{name}/rollback[?version=V]`.

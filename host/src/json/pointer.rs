@@ -13,17 +13,43 @@ pub fn normalize(path: &str) -> String {
     }
 }
 
+/// The most segments a pointer may have. Metadata is a shallow document (`IP`,
+/// `HTTP.url.path`, `labels.x`); a bound here also bounds how deep a rewrite can make
+/// the metadata, which every later walk over it (listings, encoders) relies on.
+pub const MAX_SEGMENTS: usize = 32;
+/// The longest pointer text accepted.
+pub const MAX_LEN: usize = 1024;
+
 /// A pointer parsed once (at config time), so following it on the session path
 /// allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pointer {
-    text: String,
+    /// As written (listings show what the user wrote, `a/b` stays `a/b`).
+    written: String,
     tokens: Vec<String>,
 }
 
 impl Pointer {
-    pub fn parse(path: &str) -> Pointer {
+    /// Parses `path`, refusing pointers longer than [`MAX_LEN`] or deeper than
+    /// [`MAX_SEGMENTS`].
+    pub fn parse(path: &str) -> Result<Pointer, String> {
+        if path.len() > MAX_LEN {
+            return Err(format!(
+                "JSON pointer of {} bytes: at most {MAX_LEN}",
+                path.len()
+            ));
+        }
         let text = normalize(path);
+        let segments = if text.is_empty() {
+            0
+        } else {
+            text.matches('/').count()
+        };
+        if segments > MAX_SEGMENTS {
+            return Err(format!(
+                "JSON pointer with {segments} segments: at most {MAX_SEGMENTS}"
+            ));
+        }
         let tokens = if text.is_empty() {
             Vec::new()
         } else {
@@ -32,12 +58,15 @@ impl Pointer {
                 .map(|t| t.replace("~1", "/").replace("~0", "~"))
                 .collect()
         };
-        Pointer { text, tokens }
+        Ok(Pointer {
+            written: path.to_owned(),
+            tokens,
+        })
     }
 
-    /// The pointer as written (with its leading `/`).
+    /// The pointer as written.
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.written
     }
 
     /// The value this pointer names in `doc`, if there is one.
@@ -59,14 +88,14 @@ impl Pointer {
         };
         let mut cur = doc;
         for token in parents {
-            cur = child_mut(cur, token, &self.text)?;
+            cur = child_mut(cur, token, &self.written)?;
         }
         match cur {
             Value::Array(items) => {
                 if last == "-" {
                     items.push(value);
                 } else {
-                    let index = array_index(last, items.len(), &self.text)?;
+                    let index = array_index(last, items.len(), &self.written)?;
                     if index == items.len() {
                         items.push(value);
                     } else {
@@ -85,6 +114,21 @@ impl Pointer {
             }
         }
         Ok(())
+    }
+}
+
+/// Pointers deserialize from their text, checked as [`Pointer::parse`] checks them, and
+/// serialize back as written.
+impl<'de> serde::Deserialize<'de> for Pointer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        Pointer::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Pointer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.written)
     }
 }
 
@@ -121,11 +165,11 @@ mod tests {
     use serde_json::json;
 
     fn get<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
-        Pointer::parse(path).get(doc)
+        Pointer::parse(path).unwrap().get(doc)
     }
 
     fn set(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
-        Pointer::parse(path).set(doc, value)
+        Pointer::parse(path).unwrap().set(doc, value)
     }
 
     #[test]
@@ -159,6 +203,15 @@ mod tests {
         assert_eq!(doc, json!({"a": {"b": "x"}, "list": [9, 2, 3, 4]}));
         assert!(set(&mut doc, "/list/9", json!(0)).is_err());
         assert!(set(&mut doc, "/list/x", json!(0)).is_err());
+    }
+
+    #[test]
+    fn pointers_are_bounded_and_kept_as_written() {
+        let deep = "/a".repeat(MAX_SEGMENTS + 1);
+        assert!(Pointer::parse(&deep).unwrap_err().contains("segments"));
+        assert!(Pointer::parse(&"/a".repeat(MAX_SEGMENTS)).is_ok());
+        assert!(Pointer::parse(&"x".repeat(MAX_LEN + 1)).is_err());
+        assert_eq!(Pointer::parse("a/b").unwrap().as_str(), "a/b");
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Predicate {
     pub fn compile(spec: &Value) -> Result<Predicate, PredicateError> {
         match spec {
             Value::Null | Value::String(_) => Ok(Predicate::Any),
-            Value::Object(_) => compile_op(spec, ""),
+            Value::Object(_) => compile_op(spec, "", 1),
             other => err(format!(
                 "a match must be a JSONPredicate object, not {other}"
             )),
@@ -234,7 +234,17 @@ impl Predicate {
     }
 }
 
-fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
+/// How deep `and`/`or`/`not` may nest: evaluation and listings walk predicates
+/// recursively, so their depth is bounded where they are written.
+pub const MAX_DEPTH: usize = 16;
+/// The compiled size a `matches` regex may have (the regex crate's own default is
+/// 10 MiB, too much for one rule).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+fn compile_op(spec: &Value, parent: &str, depth: usize) -> Result<Predicate, PredicateError> {
+    if depth > MAX_DEPTH {
+        return err(format!("operations nest deeper than {MAX_DEPTH} levels"));
+    }
     let obj = spec
         .as_object()
         .ok_or_else(|| PredicateError(format!("expected an operation object, got {spec}")))?;
@@ -253,7 +263,7 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
         Some(other) => return err(format!("op '{op}': path must be a string, not {other}")),
     };
     let path_text = format!("{parent}{own_path}");
-    let path = Pointer::parse(&path_text);
+    let path = Pointer::parse(&path_text).map_err(|e| PredicateError(format!("op '{op}': {e}")))?;
     let ignore_case = match obj.get("ignore_case") {
         None => false,
         Some(Value::Bool(b)) => *b,
@@ -281,7 +291,7 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
         match obj.get("apply") {
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
-                .map(|item| compile_op(item, &path_text))
+                .map(|item| compile_op(item, &path_text, depth + 1))
                 .collect(),
             _ => err(format!("op '{op}' needs a non-empty 'apply' list")),
         }
@@ -311,6 +321,8 @@ fn compile_op(spec: &Value, parent: &str) -> Result<Predicate, PredicateError> {
             let source = string_value()?;
             let regex = RegexBuilder::new(&source)
                 .case_insensitive(ignore_case)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .nest_limit(64)
                 .build()
                 .map_err(|e| PredicateError(format!("op 'matches': bad regex {source:?}: {e}")))?;
             Predicate::Matches { path, regex }

@@ -279,12 +279,8 @@ impl Builder {
             input.name,
             &format!("{cluster}-EndPoint-{index}"),
         )?;
-        let weight = input.weight.or(input.spec.weight).unwrap_or(1.0);
-        if !(weight.is_finite() && weight >= 0.0) {
-            return Err(ConfigError::invalid(format!(
-                "{what}: weight must be a non-negative number"
-            )));
-        }
+        let weight = super::bounds::weight(input.weight.or(input.spec.weight).unwrap_or(1.0))
+            .map_err(|e| ConfigError::invalid(format!("{what}: weight: {e}")))?;
         let endpoint = Arc::new(Endpoint {
             name: name.clone(),
             cluster: cluster.to_owned(),
@@ -394,11 +390,15 @@ impl Builder {
             rewrite: action_in
                 .rewrite
                 .into_iter()
-                .map(|r| Rewrite {
-                    path: Pointer::parse(&r.path),
-                    value: r.value,
+                .map(|r| {
+                    Ok(Rewrite {
+                        path: Pointer::parse(&r.path).map_err(|e| {
+                            ConfigError::invalid(format!("rule '{name}': rewrite path: {e}"))
+                        })?,
+                        value: r.value,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             route,
             apply: action_in.apply,
         };

@@ -2,6 +2,7 @@
 //! each other by name. A [`Snapshot`] is one consistent configuration; changes build a
 //! new snapshot and swap it in whole (see [`crate::proxy`]).
 
+pub mod bounds;
 pub mod error;
 pub mod inline;
 pub mod objects;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::bounds::{self, Seconds};
 use crate::json::Predicate;
 use crate::json::pointer::Pointer;
 use crate::lb::Balancer;
@@ -26,6 +27,68 @@ pub struct Admin {
     pub offload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload_ifs: Option<Value>,
+    /// Bounds of the API server (and the timeouts of HTTP listeners).
+    #[serde(default)]
+    pub http: HttpLimits,
+    /// Descriptors kept free for the API: data sessions are refused before they would
+    /// take the last ones.
+    #[serde(
+        default = "default_fd_reserve",
+        deserialize_with = "bounds::fd_reserve"
+    )]
+    pub fd_reserve: u32,
+}
+
+fn default_fd_reserve() -> u32 {
+    64
+}
+
+/// How long HTTP clients may take and how much they may send, so that slow or huge
+/// requests cannot hold the API (or an HTTP listener) hostage. A timeout of 0 turns it
+/// off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpLimits {
+    /// Seconds a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_timeout: Seconds,
+    /// Seconds a client may take to send a request's body.
+    pub body_timeout: Seconds,
+    /// Seconds a connection may move nothing while no request is being answered.
+    pub idle_timeout: Seconds,
+    /// API connections served at once; more are answered 503 and closed.
+    #[serde(deserialize_with = "bounds::connections")]
+    pub max_connections: u32,
+    /// The largest request body the API reads (plugin uploads have their own bound).
+    #[serde(deserialize_with = "bounds::body_size")]
+    pub max_body: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Seconds::whole(10),
+            body_timeout: Seconds::whole(30),
+            idle_timeout: Seconds::whole(60),
+            max_connections: 128,
+            max_body: 4 << 20,
+        }
+    }
+}
+
+impl HttpLimits {
+    fn timeout(s: Seconds) -> Option<std::time::Duration> {
+        (s.get() > 0.0).then(|| s.duration())
+    }
+    pub fn header(&self) -> Option<std::time::Duration> {
+        Self::timeout(self.header_timeout)
+    }
+    pub fn body(&self) -> Option<std::time::Duration> {
+        Self::timeout(self.body_timeout)
+    }
+    pub fn idle(&self) -> Option<std::time::Duration> {
+        Self::timeout(self.idle_timeout)
+    }
 }
 
 fn default_log_level() -> String {
@@ -61,6 +124,8 @@ impl Default for Admin {
             strict: false,
             offload: default_offload(),
             offload_ifs: None,
+            http: HttpLimits::default(),
+            fd_reserve: default_fd_reserve(),
         }
     }
 }
@@ -70,13 +135,31 @@ impl Default for Admin {
 pub struct ListenerOptions {
     /// Seconds to keep ended sessions visible in the session list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub track: Option<f64>,
+    pub track: Option<Seconds>,
     /// UDP: `singleton` or `server` (also accepted under `spec.options`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// UDP server mode: seconds of silence in both directions that end a session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout: Option<f64>,
+    pub idle_timeout: Option<Seconds>,
+    /// Byte streams: once one direction has ended (a half-close), the seconds the other
+    /// may stay silent before the session ends (default 5; 0 waits for it forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_close_timeout: Option<Seconds>,
+}
+
+/// How long a half-closed byte-stream session may idle by default.
+pub const DEFAULT_HALF_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ListenerOptions {
+    /// The half-close timeout to apply, `None` for none.
+    pub fn half_close(&self) -> Option<std::time::Duration> {
+        match self.half_close_timeout {
+            None => Some(DEFAULT_HALF_CLOSE_TIMEOUT),
+            Some(s) if s.get() == 0.0 => None,
+            Some(s) => Some(s.duration()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -120,7 +203,7 @@ pub struct LoadBalancerSpec {
     #[serde(default = "default_policy")]
     pub policy: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<Pointer>,
 }
 
 fn default_policy() -> String {
@@ -193,10 +276,10 @@ pub enum RetryOn {
 pub struct Retry {
     #[serde(default = "default_retry_on")]
     pub retry_on: RetryOn,
-    #[serde(default = "default_num_retries")]
+    #[serde(default = "default_num_retries", deserialize_with = "bounds::retries")]
     pub num_retries: u32,
     /// Milliseconds one attempt may take.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "default_timeout", deserialize_with = "bounds::timeout_ms")]
     pub timeout: u64,
 }
 

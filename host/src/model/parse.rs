@@ -37,18 +37,141 @@ pub fn typed<T: DeserializeOwned>(value: &Value, what: &str, strict: bool) -> Re
     Ok(parsed)
 }
 
-/// Parses a JSON or YAML document (YAML is a superset, but JSON errors read better).
+/// The deepest a config document may nest. Real configs nest about a dozen levels
+/// (listener, rules, rule, action, route, destination, spec, transport, ...); the bound
+/// keeps every later walk over a document (parsing, rendering, dropping) shallow.
+pub const MAX_NESTING: usize = 64;
+
+/// The syntaxes a document may come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Json,
+    Yaml,
+    /// Either: JSON is tried first (its errors read better), then YAML.
+    Any,
+}
+
+/// Parses a JSON or YAML document, after checking in one linear pass that it does not
+/// nest deeper than [`MAX_NESTING`]: the YAML scanner is quadratic in flow nesting, so
+/// a deep document must be refused before it reaches the parser.
 pub fn document(text: &str) -> std::result::Result<Value, String> {
-    match serde_json::from_str(text) {
-        Ok(v) => Ok(v),
-        Err(json_err) => serde_yaml::from_str::<Value>(text).map_err(|yaml_err| {
-            if text.trim_start().starts_with(['{', '[']) {
-                format!("invalid JSON: {json_err}")
-            } else {
-                format!("invalid YAML: {yaml_err}")
-            }
+    parse_as(text, Syntax::Any)
+}
+
+/// [`document`] in a given syntax.
+pub fn parse_as(text: &str, syntax: Syntax) -> std::result::Result<Value, String> {
+    check_nesting(text, MAX_NESTING)?;
+    let json = || serde_json::from_str::<Value>(text).map_err(|e| format!("invalid JSON: {e}"));
+    let yaml = || serde_yaml::from_str::<Value>(text).map_err(|e| format!("invalid YAML: {e}"));
+    match syntax {
+        Syntax::Json => json(),
+        Syntax::Yaml => yaml(),
+        Syntax::Any => json().or_else(|json_err| {
+            yaml().map_err(|yaml_err| {
+                if text.trim_start().starts_with(['{', '[']) {
+                    json_err
+                } else {
+                    yaml_err
+                }
+            })
         }),
     }
+}
+
+/// Fails when `text` (JSON or YAML) nests deeper than `max`: block indentation levels
+/// (and `- ` / `? ` entries that open a node on the same line) plus open flow
+/// collections (`[`, `{`). Quoted strings, comments and block scalars are skipped. An
+/// upper bound, not a parser: it never lets a deeper document through.
+pub fn check_nesting(text: &str, max: usize) -> std::result::Result<(), String> {
+    let too_deep = |line: usize| {
+        Err(format!(
+            "the document nests deeper than {max} levels (at line {line})"
+        ))
+    };
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // Inside a quoted scalar that spans lines: its closing quote.
+    let mut quote: Option<u8> = None;
+    // Inside a block scalar (`|`, `>`): the indentation of the line that opened it.
+    let mut block_scalar: Option<usize> = None;
+    for (number, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|b| **b == b' ').count();
+        let blank = indent == bytes.len() || bytes[indent] == b'#';
+        if let Some(opener) = block_scalar {
+            if blank || indent > opener {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let mut at = 0;
+        let mut extra = 0;
+        if flow == 0 && quote.is_none() {
+            if blank {
+                continue;
+            }
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            at = indent;
+            // `- - x` and `? x` open nested nodes on one line.
+            while bytes.len() > at + 1 && matches!(bytes[at], b'-' | b'?') && bytes[at + 1] == b' '
+            {
+                extra += 1;
+                at += 2;
+                while at < bytes.len() && bytes[at] == b' ' {
+                    at += 1;
+                }
+            }
+        }
+        // The last character that can precede the start of a flow collection.
+        let mut prev = b'\n';
+        while at < bytes.len() {
+            let b = bytes[at];
+            let after_space = at == 0 || matches!(bytes[at - 1], b' ' | b'\t');
+            at += 1;
+            if let Some(q) = quote {
+                if b == b'\\' && q == b'"' {
+                    at += 1;
+                } else if b == q {
+                    quote = None;
+                    prev = b'x';
+                }
+                continue;
+            }
+            match b {
+                b'"' | b'\'' => quote = Some(b),
+                b'#' if after_space => break,
+                b'[' | b'{' if matches!(prev, b'\n' | b'[' | b'{' | b',' | b':' | b'-' | b'?') => {
+                    flow += 1;
+                    if indents.len() + extra + flow > max {
+                        return too_deep(number + 1);
+                    }
+                }
+                b']' | b'}' if flow > 0 => flow -= 1,
+                _ => {}
+            }
+            if !matches!(b, b' ' | b'\t') {
+                prev = b;
+            }
+        }
+        if indents.len() + extra + flow > max {
+            return too_deep(number + 1);
+        }
+        if flow == 0 && quote.is_none() {
+            let end = line.trim_end();
+            let trailing =
+                end.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '+');
+            if trailing.ends_with(['|', '>'])
+                && (trailing.len() == 1
+                    || trailing[..trailing.len() - 1].ends_with([' ', ':', '-']))
+            {
+                block_scalar = Some(indent);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -93,6 +216,40 @@ mod tests {
             e.message.contains("'prot'") && e.message.contains("'inner.b'"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        let deep_flow = format!("{}{}", "[".repeat(120_000), "]".repeat(120_000));
+        let start = std::time::Instant::now();
+        assert!(
+            document(&deep_flow)
+                .unwrap_err()
+                .contains("nests deeper than 64")
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let deep_block: String = (0..100).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
+        assert!(document(&deep_block).unwrap_err().contains("nests deeper"));
+        assert!(
+            document(&"- ".repeat(100))
+                .unwrap_err()
+                .contains("nests deeper")
+        );
+        let deep_json = format!("{}1{}", "{\"a\":".repeat(80), "}".repeat(80));
+        assert!(document(&deep_json).unwrap_err().contains("nests deeper"));
+        // What is not structure does not count.
+        let text = format!(
+            "a: \"{}\"\nb: '{}'\nc: |\n  {}\n    {}\nd: x[y # {}\n",
+            "[".repeat(500),
+            "{".repeat(500),
+            "[".repeat(500),
+            "{".repeat(500),
+            "[".repeat(500)
+        );
+        let doc = document(&text).unwrap();
+        assert_eq!(doc["d"], "x[y");
+        let nested = "listener:\n  spec: {protocol: UDP, port: 1, connect: {address: a}}\n  rules:\n    - match: {op: and, apply: [{op: test, path: /a, value: [1, {b: [2]}]}]}\n      action: {route: {destination: {spec: {protocol: Echo}}}}\n";
+        assert!(document(nested).is_ok());
     }
 
     #[test]

@@ -196,15 +196,10 @@ pub fn load_from_config(entry: &serde_json::Value, strict: bool) -> crate::model
         .version
         .clone()
         .unwrap_or_else(|| sha[..12].to_owned());
-    let compile = || rt.compile_hashed(&entry.name, &version, &bytes, sha.clone());
-    // Compiling is CPU work; on a runtime worker, let the runtime know.
-    let compiled = match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(compile)
-        }
-        _ => compile(),
-    }
-    .map_err(context)?;
+    // CPU work: config loads run off the I/O workers (`proxy::off_workers`).
+    let compiled = rt
+        .compile_hashed(&entry.name, &version, &bytes, sha.clone())
+        .map_err(context)?;
     rt.plugins.add(compiled).map_err(context)?;
     Ok(())
 }

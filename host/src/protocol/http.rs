@@ -25,12 +25,13 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::controller::{CONTROLLER, PROMETHEUS};
+use super::http_conn::{InFlight, ServerIo};
 use super::http_meta;
 use super::{
     ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net,
@@ -135,24 +136,29 @@ impl ListenerProtocol for HttpListenerSpec {
         });
         let task = tokio::spawn(async move {
             loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        net::accept_failed(&served.cx.name, e).await;
-                        continue;
-                    }
-                };
+                let (stream, peer) = net::accept_tcp(&listener, &served.cx.name).await;
                 let _ = stream.set_nodelay(true);
                 let served = served.clone();
+                let limits = served.cx.proxy.snapshot().admin.http.clone();
                 tokio::spawn(async move {
+                    let in_flight = InFlight::default();
+                    let io = ServerIo::new(stream, limits.idle(), in_flight.clone());
                     let service = hyper::service::service_fn(move |req| {
-                        let served = served.clone();
-                        async move { Ok::<_, Infallible>(handle(&served, peer, req).await) }
+                        let (served, in_flight) = (served.clone(), in_flight.clone());
+                        async move {
+                            let _busy = in_flight.start();
+                            Ok::<_, Infallible>(handle(&served, peer, req, &in_flight).await)
+                        }
                     });
-                    let builder =
+                    let mut builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header());
+                    builder.http2().timer(TokioTimer::new());
                     if let Err(e) = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .await
                     {
                         tracing::debug!(%peer, "HTTP connection: {e}");
@@ -171,13 +177,19 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-async fn handle(served: &Served, peer: SocketAddr, req: Request<Body>) -> Reply {
+async fn handle(
+    served: &Served,
+    peer: SocketAddr,
+    req: Request<Body>,
+    in_flight: &InFlight,
+) -> Reply {
     let cx = &served.cx;
     let mut metadata = net::metadata("TCP", served.local, peer);
     metadata["HTTP"] = http_meta::request_metadata(&req, served.local, "http");
     let m = crate::metrics::global();
     m.listener_sessions.with_label_values(&[&cx.name]).inc();
     if is_websocket_upgrade(&req) {
+        in_flight.upgraded();
         return upgrade(cx, metadata, req);
     }
     let snap = cx.proxy.snapshot();

@@ -261,25 +261,27 @@ fn header_rule(rule: &Value) -> Result<HeaderRule> {
             "spec.header: {rule} is not {{path: {{from, to}}}}, {{path: FROM}} or {{set: {{key, value}}}}"
         ))
     };
+    let pointer =
+        |p: &str| Pointer::parse(p).map_err(|e| ConfigError::invalid(format!("spec.header: {e}")));
     match (rule.get("path"), rule.get("set")) {
         (Some(Value::String(from)), None) => Ok(HeaderRule::Copy {
-            from: Pointer::parse(from),
-            to: Pointer::parse(from),
+            from: pointer(from)?,
+            to: pointer(from)?,
         }),
         (Some(Value::Object(p)), None) => match (
             p.get("from").and_then(Value::as_str),
             p.get("to").and_then(Value::as_str),
         ) {
             (Some(from), Some(to)) => Ok(HeaderRule::Copy {
-                from: Pointer::parse(from),
-                to: Pointer::parse(to),
+                from: pointer(from)?,
+                to: pointer(to)?,
             }),
             _ => Err(bad()),
         },
         (None, Some(Value::Object(s))) => {
             match (s.get("key").and_then(Value::as_str), s.get("value")) {
                 (Some(key), Some(value)) => Ok(HeaderRule::Set {
-                    key: Pointer::parse(key),
+                    key: pointer(key)?,
                     value: value.clone(),
                 }),
                 _ => Err(bad()),

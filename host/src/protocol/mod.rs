@@ -7,6 +7,7 @@ pub mod af_packet;
 pub mod controller;
 pub mod fork;
 pub mod http;
+pub mod http_conn;
 pub mod http_meta;
 pub mod jsonsocket;
 pub mod net;

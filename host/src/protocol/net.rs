@@ -2,6 +2,8 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -112,6 +114,98 @@ pub async fn accept_failed(listener: &str, e: io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
+/// Descriptors numbered this or higher are kept for the API (`admin.fd_reserve`): the
+/// kernel hands out the lowest free number, so a data socket numbered this high means
+/// the data path holds all the others.
+static DATA_FD_LIMIT: AtomicI32 = AtomicI32::new(i32::MAX);
+
+/// Keeps the top `reserve` descriptors of the open-files limit for the API.
+pub fn set_fd_reserve(reserve: u32) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a valid struct.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(i32::MAX as u64) as i32
+    } else {
+        i32::MAX
+    };
+    // Never below a handful for the data path, whatever the reserve.
+    let data = soft.saturating_sub(reserve as i32).max(soft.min(32));
+    DATA_FD_LIMIT.store(data, Ordering::Relaxed);
+}
+
+/// Refuses a descriptor a data session would take from the API's reserve.
+pub fn within_budget(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    let limit = DATA_FD_LIMIT.load(Ordering::Relaxed);
+    if fd >= limit {
+        Err(io::Error::other(format!(
+            "out of descriptors for data sessions ({limit} in use; the rest are kept for the API by admin.fd_reserve)"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// The next connection a data listener may take: accept errors back off, and a
+/// connection that would eat into the API's descriptors is closed at once.
+pub async fn accept_tcp(
+    listener: &tokio::net::TcpListener,
+    name: &str,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => match within_budget(&stream) {
+                Ok(()) => return (stream, peer),
+                Err(e) => accept_failed(name, e).await,
+            },
+            Err(e) => accept_failed(name, e).await,
+        }
+    }
+}
+
+/// Whether `path` is a socket file nobody is bound to any more (left behind by a
+/// process that died): only such a file may be replaced by a new listener. A live
+/// socket of either type (stream or datagram) answers one of the two probes with
+/// something other than "connection refused"; a file that is not a socket is never
+/// stale.
+pub fn stale_unix_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return false;
+    }
+    let refused =
+        |r: io::Result<()>| r.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+    let stream = std::os::unix::net::UnixStream::connect(path).map(drop);
+    let datagram = std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect(path));
+    refused(stream) && refused(datagram)
+}
+
+/// Binds a UNIX socket at `path` with `bind`, replacing a stale socket file but never
+/// a live socket or another file.
+pub fn bind_unix<T>(
+    path: &std::path::Path,
+    bind: impl Fn(&std::path::Path) -> io::Result<T>,
+) -> io::Result<T> {
+    match bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && stale_unix_socket(path) => {
+            std::fs::remove_file(path)?;
+            bind(path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{}: in use by a live socket or another file",
+                path.display()
+            ),
+        )),
+        other => other.map_err(|e| at(path.display(), e)),
+    }
+}
+
 /// The local address a cluster socket binds to reach `remote`: `bind` when given,
 /// else any address of the remote's family.
 pub fn local_for(remote: SocketAddr, bind: Option<&HostPort>) -> io::Result<SocketAddr> {
@@ -135,6 +229,7 @@ pub async fn connect_tcp(
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    within_budget(&socket)?;
     if bind.is_some() {
         socket.set_reuseaddr(true)?;
         let local = local_for(remote, bind)?;

@@ -6,8 +6,9 @@
 //! connect error and a writer that closes ends that direction.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +40,11 @@ pub struct PipeSpec {
 
 impl PipeSpec {
     pub fn validate(&self) -> Result<(), String> {
+        for (field, fd) in [("read_fd", self.read_fd), ("write_fd", self.write_fd)] {
+            if let Some(fd) = fd {
+                inherited(fd).map_err(|e| format!("{field}: {e}"))?;
+            }
+        }
         if self.read.is_some() && self.read_fd.is_some()
             || self.write.is_some() && self.write_fd.is_some()
         {
@@ -66,10 +72,9 @@ impl PipeSpec {
                     .open_receiver(path)
                     .map_err(|e| super::net::at(path.display(), e))?,
             )),
-            // SAFETY: the operator handed this descriptor to the proxy for this use.
-            (None, Some(fd)) => Box::new(StreamRx::new(pipe::Receiver::from_owned_fd(unsafe {
-                OwnedFd::from_raw_fd(fd)
-            })?)),
+            (None, Some(fd)) => Box::new(StreamRx::new(pipe::Receiver::from_owned_fd(duplicate(
+                fd,
+            )?)?)),
             (None, None) => Box::new(Nothing),
         };
         let tx: Box<dyn ChunkTx> = match (&self.write, self.write_fd) {
@@ -79,10 +84,9 @@ impl PipeSpec {
                     .open_sender(path)
                     .map_err(|e| super::net::at(path.display(), e))?,
             )),
-            // SAFETY: as above.
-            (None, Some(fd)) => Box::new(StreamTx::new(pipe::Sender::from_owned_fd(unsafe {
-                OwnedFd::from_raw_fd(fd)
-            })?)),
+            (None, Some(fd)) => {
+                Box::new(StreamTx::new(pipe::Sender::from_owned_fd(duplicate(fd)?)?))
+            }
             (None, None) => Box::new(Nothing),
         };
         Ok(Conn::chunks(Framing::Stream, rx, tx, self.describe()))
@@ -100,6 +104,67 @@ impl PipeSpec {
             side(&self.write, self.write_fd)
         )
     }
+}
+
+/// The pipes and FIFOs the proxy was started with (beyond stdin, stdout and stderr):
+/// the only descriptors a config may name. Anything opened later is the proxy's own
+/// (its sockets, its epoll, its splice pipes) and must never be taken over.
+static INHERITED: OnceLock<Vec<RawFd>> = OnceLock::new();
+
+/// Records the inherited pipes; `main` calls it first thing, before the runtime opens
+/// descriptors of its own.
+pub fn record_inherited() {
+    let mut found = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        for entry in dir.flatten() {
+            if let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<RawFd>().ok())
+                && fd > 2
+                && is_fifo(fd)
+            {
+                found.push(fd);
+            }
+        }
+    }
+    found.sort_unstable();
+    let _ = INHERITED.set(found);
+}
+
+fn is_fifo(fd: RawFd) -> bool {
+    // SAFETY: fstat on any number only reads into the struct; a closed one fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    unsafe { libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO }
+}
+
+/// Checks that `fd` is a pipe the proxy inherited and still has.
+fn inherited(fd: i32) -> Result<(), String> {
+    let known = INHERITED.get().is_some_and(|fds| fds.contains(&fd));
+    if !known {
+        return Err(format!(
+            "descriptor {fd} is not a pipe or FIFO the proxy was started with (those are: {:?})",
+            INHERITED.get().map(Vec::as_slice).unwrap_or_default()
+        ));
+    }
+    if !is_fifo(fd) {
+        return Err(format!("descriptor {fd} is no longer a pipe"));
+    }
+    Ok(())
+}
+
+/// A descriptor of the session's own for an inherited pipe: each use closes only its
+/// copy, so the inherited one is owned exactly once, by the proxy.
+fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
+    inherited(fd).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, which we own from here on.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    super::net::within_budget(&copy)?;
+    Ok(copy)
 }
 
 /// The missing direction: nothing to read, and writes are dropped.

@@ -40,7 +40,8 @@ impl SyncCluster {
     pub fn from_spec(spec: &serde_json::Value, strict: bool) -> crate::model::Result<SyncCluster> {
         let spec: SyncSpec = crate::model::parse::typed(spec, "spec", strict)?;
         Ok(SyncCluster {
-            query: Pointer::parse(&spec.query),
+            query: Pointer::parse(&spec.query)
+                .map_err(|e| crate::model::ConfigError::invalid(format!("spec.query: {e}")))?,
             groups: Mutex::default(),
             next_member: AtomicU64::new(0),
         })

@@ -30,27 +30,19 @@ impl ListenerProtocol for TcpListenerSpec {
         let local = listener.local_addr()?;
         let task = tokio::spawn(async move {
             loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        // Bound to one address, the listener knows where clients
-                        // connected; bound to all, it has to ask.
-                        let dst = if local.ip().is_unspecified() {
-                            stream.local_addr().unwrap_or(local)
-                        } else {
-                            local
-                        };
-                        let metadata = net::metadata("TCP", dst, peer);
-                        let conn = Conn::socket(
-                            StreamSocket::Tcp(stream),
-                            net::canonical(peer).to_string(),
-                        );
-                        cx.accept(Incoming { metadata, conn });
-                    }
-                    Err(e) => {
-                        net::accept_failed(&cx.name, e).await;
-                    }
-                }
+                let (stream, peer) = net::accept_tcp(&listener, &cx.name).await;
+                let _ = stream.set_nodelay(true);
+                // Bound to one address, the listener knows where clients connected;
+                // bound to all, it has to ask.
+                let dst = if local.ip().is_unspecified() {
+                    stream.local_addr().unwrap_or(local)
+                } else {
+                    local
+                };
+                let metadata = net::metadata("TCP", dst, peer);
+                let conn =
+                    Conn::socket(StreamSocket::Tcp(stream), net::canonical(peer).to_string());
+                cx.accept(Incoming { metadata, conn });
             }
         });
         Ok(ListenerTask::new(local.to_string(), task))

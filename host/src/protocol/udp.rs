@@ -30,11 +30,14 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target, UdpPath,
 };
+use crate::model::bounds::Seconds;
 
 pub const NAME: &str = "UDP";
 /// The largest UDP payload.
 pub(super) const MAX_DATAGRAM: usize = 65536;
-const DEFAULT_IDLE_TIMEOUT: f64 = 120.0;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The shortest idle timeout (0 would end every session at once).
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Deserialize)]
 pub struct UdpListenerSpec {
@@ -54,7 +57,7 @@ pub struct UdpOptions {
     #[serde(default)]
     mode: Option<String>,
     #[serde(default)]
-    idle_timeout: Option<f64>,
+    idle_timeout: Option<Seconds>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,6 +116,9 @@ pub(super) fn new_socket(
         socket2::Domain::IPV6
     };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if !matches!(reuse, Reuse::Listener) {
+        net::within_budget(&socket)?;
+    }
     socket.set_nonblocking(true)?;
     match reuse {
         Reuse::Listener | Reuse::Session => socket.set_reuse_port(true)?,
@@ -139,7 +145,8 @@ impl ListenerProtocol for UdpListenerSpec {
         let idle = options
             .idle_timeout
             .or(self.options.as_ref().and_then(|o| o.idle_timeout))
-            .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+            .map_or(DEFAULT_IDLE_TIMEOUT, Seconds::duration)
+            .max(MIN_IDLE_TIMEOUT);
         let addr = net::bind_addr(self.address.as_deref(), self.port)?;
         let socket = Arc::new(new_socket(addr, Reuse::Listener, None)?);
         let local = socket.local_addr()?;
@@ -156,7 +163,6 @@ impl ListenerProtocol for UdpListenerSpec {
                     address: connect.address.as_deref().map(parse_ip).transpose()?,
                     port: connect.port,
                 };
-                let idle = Duration::from_secs_f64(idle.max(0.001));
                 tokio::spawn(udp_server::run(cx, socket, local, filter, idle))
             }
         };

@@ -2,7 +2,7 @@
 //! address (or `path`) is the socket to connect to.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -25,27 +25,6 @@ pub struct UnixListenerSpec {
     filename: PathBuf,
 }
 
-/// Binds `path`, replacing a stale socket file that nobody listens on, but never a
-/// live socket or a file that is not a socket.
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(path) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            use std::os::unix::fs::FileTypeExt;
-            let is_socket = std::fs::symlink_metadata(path)
-                .map(|m| m.file_type().is_socket())
-                .unwrap_or(false);
-            if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
-                std::fs::remove_file(path)?;
-                UnixListener::bind(path)
-            } else {
-                Err(e)
-            }
-        }
-        other => other,
-    }
-    .map_err(|e| net::at(path.display(), e))
-}
-
 /// Removes the socket file when the listener goes away.
 struct Unlink(PathBuf);
 
@@ -58,13 +37,17 @@ impl Drop for Unlink {
 #[async_trait]
 impl ListenerProtocol for UnixListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let listener = bind(&self.filename)?;
+        let listener = net::bind_unix(&self.filename, |p| UnixListener::bind(p))?;
         let unlink = Unlink(self.filename.clone());
         let filename = self.filename.display().to_string();
         let task = tokio::spawn(async move {
             let _unlink = unlink;
             loop {
-                match listener.accept().await {
+                match listener
+                    .accept()
+                    .await
+                    .and_then(|(s, a)| net::within_budget(&s).map(|()| (s, a)))
+                {
                     Ok((stream, _)) => {
                         let metadata = json!({ "UNIX": { "filename": filename } });
                         cx.accept(Incoming {
@@ -98,6 +81,7 @@ impl ClusterProtocol for UnixCluster {
         let stream = UnixStream::connect(&path)
             .await
             .map_err(|e| net::at(&path, e))?;
+        net::within_budget(&stream)?;
         Ok(Stage::Conn(Conn::socket(StreamSocket::Unix(stream), path)))
     }
 }

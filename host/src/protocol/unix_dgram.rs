@@ -34,16 +34,8 @@ impl Drop for Unlink {
     }
 }
 
-/// Binds `path`, replacing a stale socket file but never a live socket or another file.
 fn bind(path: &Path) -> io::Result<UnixDatagram> {
-    use std::os::unix::fs::FileTypeExt;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-        let probe = std::os::unix::net::UnixDatagram::unbound()?;
-        if probe.connect(path).is_err() {
-            std::fs::remove_file(path)?;
-        }
-    }
-    UnixDatagram::bind(path).map_err(|e| net::at(path.display(), e))
+    net::bind_unix(path, |p| UnixDatagram::bind(p))
 }
 
 #[derive(Debug, Deserialize)]

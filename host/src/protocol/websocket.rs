@@ -75,7 +75,7 @@ pub struct WsListenerSpec {
     port: u16,
     #[serde(default)]
     address: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::bounds::message_size")]
     max_message_size: Option<usize>,
 }
 
@@ -89,13 +89,7 @@ impl ListenerProtocol for WsListenerSpec {
         let max = self.max_message_size;
         let task = tokio::spawn(async move {
             loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        net::accept_failed(&cx.name, e).await;
-                        continue;
-                    }
-                };
+                let (stream, peer) = net::accept_tcp(&listener, &cx.name).await;
                 let _ = stream.set_nodelay(true);
                 let cx = cx.clone();
                 // The handshake runs in its own task so a slow client cannot hold up others.
@@ -270,7 +264,7 @@ pub struct WsClusterSpec {
     port: Option<u16>,
     #[serde(default)]
     bind: Option<HostPort>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::bounds::message_size")]
     max_message_size: Option<usize>,
     #[serde(default)]
     message: MessageKind,

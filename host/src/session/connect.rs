@@ -15,6 +15,9 @@ use crate::protocol::{Conn, Stage, Target};
 use crate::proxy::Proxy;
 
 /// Opens one stage, trying up to `attempts` times, each bounded by the retry timeout.
+/// Each attempt prefers an endpoint that has not failed yet (`failed` starts with the
+/// endpoints the caller already saw fail), so a retry fails over whatever the
+/// balancer's policy.
 pub(super) async fn connect(
     proxy: &Proxy,
     session: &Session,
@@ -22,15 +25,20 @@ pub(super) async fn connect(
     cluster_name: &str,
     retry: Retry,
     attempts: u32,
+    mut failed: Vec<String>,
 ) -> Result<Stage, String> {
     let m = metrics::global();
     let mut last_error = String::new();
     for attempt in 1..=attempts.max(1) {
         let snap = proxy.snapshot();
+        let mut tried = None;
         let result = match snap.clusters.get(cluster_name) {
             None => Err(format!("cluster '{cluster_name}' not found")),
             Some(cluster) => {
-                let endpoint = cluster.balancer.pick(&session.state().metadata);
+                let endpoint = cluster
+                    .balancer
+                    .pick_avoiding(&session.state().metadata, &failed);
+                tried = endpoint.as_ref().map(|e| e.name.clone());
                 if cluster.protocol.needs_endpoint() && endpoint.is_none() {
                     Err(format!("cluster '{cluster_name}' has no endpoint"))
                 } else {
@@ -83,6 +91,7 @@ pub(super) async fn connect(
                     json!({ "cluster": cluster_name, "attempt": attempt }),
                 );
                 last_error = e;
+                failed.extend(tried);
                 if attempt < attempts {
                     session.with_stage(at, |s| s.status = StageStatus::Retrying);
                     tokio::time::sleep(backoff(attempt)).await;
@@ -107,6 +116,8 @@ pub(super) struct StageRetry {
     pub(super) retry: Retry,
     /// Reconnects left before one succeeds in moving data again.
     pub(super) budget: AtomicU32,
+    /// Reconnects in a row whose connection moved nothing: each waits longer.
+    pub(super) fruitless: AtomicU32,
 }
 
 #[async_trait::async_trait]
@@ -122,6 +133,7 @@ impl Reconnect for StageRetry {
             .dec();
         if progressed {
             self.budget.store(self.retry.num_retries, Ordering::Relaxed);
+            self.fruitless.store(0, Ordering::Relaxed);
         }
         let left = self.budget.load(Ordering::Relaxed);
         self.session.event(
@@ -136,8 +148,19 @@ impl Reconnect for StageRetry {
             ));
         }
         self.budget.store(left - 1, Ordering::Relaxed);
-        self.session
-            .with_stage(self.at, |s| s.status = StageStatus::Retrying);
+        let broken_endpoint = self
+            .session
+            .with_stage(self.at, |s| {
+                s.status = StageStatus::Retrying;
+                s.endpoint.clone()
+            })
+            .flatten();
+        // A connection that broke before moving anything is likely to break again:
+        // wait before the next one, longer each time.
+        let fruitless = self.fruitless.fetch_add(1, Ordering::Relaxed);
+        if fruitless > 0 {
+            tokio::time::sleep(backoff(fruitless)).await;
+        }
         match connect(
             &self.proxy,
             &self.session,
@@ -145,6 +168,7 @@ impl Reconnect for StageRetry {
             &self.cluster,
             self.retry,
             self.retry.num_retries.max(1),
+            broken_endpoint.into_iter().collect(),
         )
         .await?
         {

@@ -5,6 +5,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::Interest;
 
@@ -34,6 +37,7 @@ impl Pipe {
                 write: OwnedFd::from_raw_fd(fds[1]),
             }
         };
+        crate::protocol::net::within_budget(&pipe.write)?;
         // A larger pipe moves more per call; the default (64 KiB) still works.
         unsafe {
             libc::fcntl(
@@ -120,7 +124,7 @@ async fn splice_one_way(
     to_stats: &StageStats,
 ) -> io::Result<()> {
     let mut copied = 0u64;
-    while copied < SPLICE_AFTER {
+    let pipe = loop {
         let n = copy_once(from, to).await?;
         if n == 0 {
             return to.shutdown_write();
@@ -128,8 +132,13 @@ async fn splice_one_way(
         from_stats.received(n);
         to_stats.sent(n);
         copied += n as u64;
-    }
-    let pipe = Pipe::new()?;
+        // Out of descriptors for a pipe, the direction goes on copying.
+        if copied >= SPLICE_AFTER
+            && let Ok(pipe) = Pipe::new()
+        {
+            break pipe;
+        }
+    };
     loop {
         let moved = retry_io(from, Interest::READABLE, || {
             splice(from.raw_fd(), pipe.write.as_raw_fd(), SPLICE_CHUNK)
@@ -150,12 +159,14 @@ async fn splice_one_way(
     }
 }
 
-/// Joins two byte-stream sockets until both directions have ended.
+/// Joins two byte-stream sockets until both directions have ended (see
+/// [`both_directions`] for a half-closed session).
 pub async fn splice_pair(
     a: StreamSocket,
     b: StreamSocket,
     a_stats: &StageStats,
     b_stats: &StageStats,
+    half_close: Option<Duration>,
 ) -> Result<(), String> {
     let there = async {
         splice_one_way(&a, &b, a_stats, b_stats)
@@ -167,7 +178,43 @@ pub async fn splice_pair(
             .await
             .map_err(|e| format!("destination -> source: {e}"))
     };
-    tokio::try_join!(there, back).map(drop)
+    both_directions(there, back, a_stats, b_stats, half_close).await
+}
+
+/// Runs a byte stream's two directions to their ends. Once one has ended (its EOF
+/// passed on as a half-close), the other may go on, but only while it moves data:
+/// silent for `half_close` it ends the session, so that a peer that went away does not
+/// leave the session open until the other side closes.
+async fn both_directions(
+    there: impl Future<Output = Result<(), String>> + Send,
+    back: impl Future<Output = Result<(), String>> + Send,
+    a_stats: &StageStats,
+    b_stats: &StageStats,
+    half_close: Option<Duration>,
+) -> Result<(), String> {
+    let (mut there, mut back) = (std::pin::pin!(there), std::pin::pin!(back));
+    type Rest<'a> = Pin<&'a mut (dyn Future<Output = Result<(), String>> + Send)>;
+    let (rest, moved): (Rest<'_>, &AtomicU64) = tokio::select! {
+        r = &mut there => { r?; (back, &b_stats.counters.bytes_in) }
+        r = &mut back => { r?; (there, &a_stats.counters.bytes_in) }
+    };
+    let Some(linger) = half_close else {
+        return rest.await;
+    };
+    let mut rest = rest;
+    let mut seen = moved.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            r = &mut rest => return r,
+            () = tokio::time::sleep(linger) => {
+                let now = moved.load(Ordering::Relaxed);
+                if now == seen {
+                    return Ok(()); // half-closed and silent: the session is over
+                }
+                seen = now;
+            }
+        }
+    }
 }
 
 async fn relay_one_way(
@@ -188,12 +235,13 @@ async fn relay_one_way(
 
 /// Relays chunks between two connections. When either carries datagrams, the first
 /// direction to end ends the session (a datagram socket cannot half-close), and both
-/// sides are closed.
+/// sides are closed; byte streams end as [`both_directions`] says.
 pub async fn relay_pair(
     a: Conn,
     b: Conn,
     a_stats: &StageStats,
     b_stats: &StageStats,
+    half_close: Option<Duration>,
 ) -> Result<(), String> {
     let datagram = a.framing == Framing::Datagram || b.framing == Framing::Datagram;
     let (mut a_rx, mut a_tx) = a.into_halves();
@@ -220,7 +268,7 @@ pub async fn relay_pair(
         let _ = tokio::time::timeout(linger, b_tx.close()).await;
         result
     } else {
-        tokio::try_join!(there, back).map(drop)
+        both_directions(there, back, a_stats, b_stats, half_close).await
     }
 }
 

@@ -57,7 +57,7 @@ fn finish(
     proxy: &Arc<Proxy>,
     session: &Arc<Session>,
     result: Result<(), String>,
-    track: Option<f64>,
+    track: Option<crate::model::bounds::Seconds>,
 ) {
     let m = metrics::global();
     m.listener_active
@@ -79,10 +79,10 @@ fn finish(
         state.ended = Some(std::time::Instant::now());
     }
     match track {
-        Some(secs) if secs > 0.0 => {
+        Some(secs) if secs.get() > 0.0 => {
             let (proxy, name) = (proxy.clone(), session.name.clone());
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                tokio::time::sleep(secs.duration()).await;
                 proxy.sessions.remove(&name);
             });
         }
@@ -236,9 +236,17 @@ async fn open(
     } else {
         1
     };
-    let connects = stages
-        .iter()
-        .map(|(at, cluster)| connect(proxy, session, *at, cluster, route.retry, attempts));
+    let connects = stages.iter().map(|(at, cluster)| {
+        connect(
+            proxy,
+            session,
+            *at,
+            cluster,
+            route.retry,
+            attempts,
+            Vec::new(),
+        )
+    });
     let connected = futures_util::future::join_all(connects).await;
     let mut opened = Vec::with_capacity(connected.len());
     for ((at, cluster), result) in stages.into_iter().zip(connected) {
@@ -329,6 +337,7 @@ async fn drive(
     };
     let (source_stats, _) = stats_for(session, StageRef::Source, &session.listener);
     let (destination_stats, kick) = stats_for(session, StageRef::Destination, &cluster);
+    let half_close = half_close_of(proxy, session);
     for at in [StageRef::Source, StageRef::Destination] {
         session.with_stage(at, |s| s.status = StageStatus::Ready);
     }
@@ -355,9 +364,16 @@ async fn drive(
                 source.into_socket().expect("a socket"),
                 destination.into_socket().expect("a socket"),
             );
-            super::direct::splice_pair(a, b, &source_stats, &destination_stats).await
+            super::direct::splice_pair(a, b, &source_stats, &destination_stats, half_close).await
         } else {
-            super::direct::relay_pair(source, destination, &source_stats, &destination_stats).await
+            super::direct::relay_pair(
+                source,
+                destination,
+                &source_stats,
+                &destination_stats,
+                half_close,
+            )
+            .await
         }
     };
     let result = tokio::select! {
@@ -426,6 +442,7 @@ async fn drive_ring(
         .map(|_| mpsc::channel::<Bytes>(RING_CAPACITY))
         .unzip();
     let mut drivers = JoinSet::new();
+    let half_close = half_close_of(proxy, session);
     for (i, ((at, origin, stage), inbox)) in ring.into_iter().zip(inboxes).enumerate() {
         let (stats, kick) = stats_for(session, at, &origin);
         let wiring = Wiring {
@@ -433,6 +450,7 @@ async fn drive_ring(
             out: Some(senders[(i + 1) % senders.len()].clone()),
             kick,
             stats,
+            half_close,
         };
         let cluster = origin.clone();
         let retry: Option<Box<dyn Reconnect>> = (at != StageRef::Source).then(|| {
@@ -443,6 +461,7 @@ async fn drive_ring(
                 cluster: cluster.clone(),
                 retry,
                 budget: AtomicU32::new(retry.num_retries),
+                fruitless: AtomicU32::new(0),
             }) as Box<dyn Reconnect>
         });
         drivers.spawn(async move {
@@ -477,6 +496,17 @@ async fn drive_ring(
         r = ring_done => r,
         () = watch => unreachable!("watching runs until the session ends"),
     }
+}
+
+/// The session's listener's half-close timeout (see `ListenerOptions`).
+fn half_close_of(proxy: &Proxy, session: &Session) -> Option<Duration> {
+    proxy
+        .snapshot()
+        .listeners
+        .get(&session.listener)
+        .map_or(Some(crate::model::DEFAULT_HALF_CLOSE_TIMEOUT), |l| {
+            l.options.half_close()
+        })
 }
 
 fn describe(at: StageRef, origin: &str) -> String {

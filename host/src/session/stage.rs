@@ -74,6 +74,9 @@ pub struct Wiring {
     pub out: Option<mpsc::Sender<Bytes>>,
     pub kick: Arc<Notify>,
     pub stats: StageStats,
+    /// A byte stream whose sending side this stage has closed may stay silent this
+    /// long before the stage takes it for ended too (see `ListenerOptions`).
+    pub half_close: Option<std::time::Duration>,
 }
 
 /// Opens a fresh connection for a stage whose connection broke.
@@ -173,17 +176,29 @@ pub async fn run_conn(
                 out,
                 kick,
                 stats,
+                half_close,
             } = &mut w;
+            let linger = *half_close;
             let stats = &*stats;
             let tx_closed = &tx_closed;
             let mut rxp = std::pin::pin!(pump_rx(rx, out, stats, || may_retry()
                 && !tx_closed.load(Ordering::Relaxed)));
             let mut txp = std::pin::pin!(pump_tx(inbox, tx, stats));
+            let mut heard = stats.counters.packets_in.load(Ordering::Relaxed);
             loop {
                 if rx_done && tx_done {
                     break Outcome::Done;
                 }
+                let half_closed = tx_done && !rx_done && !datagram;
                 tokio::select! {
+                    () = tokio::time::sleep(linger.unwrap_or_default()), if half_closed && linger.is_some() => {
+                        // Half-closed, and the peer stayed silent: it is gone.
+                        let now = stats.counters.packets_in.load(Ordering::Relaxed);
+                        if now == heard {
+                            rx_done = true;
+                        }
+                        heard = now;
+                    }
                     end = &mut rxp, if !rx_done => match end {
                         RxEnd::Eof if !tx_done && may_retry() => break Outcome::Broken("the peer closed the connection".into()),
                         RxEnd::Eof | RxEnd::DownstreamGone => rx_done = true,

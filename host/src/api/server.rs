@@ -1,0 +1,87 @@
+//! The API's own HTTP server: HTTP/1.1 with the bounds of `admin.http` read at every
+//! accept (connections at once, header and idle timeouts), so that clients that are
+//! slow, many or hostile cannot lock operators out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::protocol::http_conn::{InFlight, ServerIo};
+use crate::protocol::net;
+use crate::proxy::Proxy;
+
+/// The largest request head the API reads (request line and headers).
+const MAX_HEAD: usize = 64 << 10;
+
+/// Serves the API on a bound listener until the task is dropped.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    let router = super::router(proxy.clone());
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                net::accept_failed("the API", e).await;
+                continue;
+            }
+        };
+        let limits = proxy.snapshot().admin.http.clone();
+        if open.load(Ordering::Relaxed) >= limits.max_connections as usize {
+            tracing::warn!(%peer, "API connection refused: {} are open (admin.http.max_connections)", limits.max_connections);
+            tokio::spawn(refuse(stream, limits.max_connections));
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let (router, open) = (router.clone(), open.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, router, &limits).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, router: Router, limits: &crate::model::HttpLimits) {
+    let _ = stream.set_nodelay(true);
+    let in_flight = InFlight::default();
+    let io = TokioIo::new(ServerIo::new(stream, limits.idle(), in_flight.clone()));
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut router = router.clone();
+        let busy = in_flight.start();
+        async move {
+            let resp = tower_service::Service::call(&mut router, req).await;
+            drop(busy);
+            resp
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .max_buf_size(MAX_HEAD)
+        .header_read_timeout(limits.header());
+    if let Err(e) = builder.serve_connection(io, service).await {
+        tracing::debug!("API connection: {e}");
+    }
+}
+
+/// Tells a client over the connection limit why, and closes.
+async fn refuse(mut stream: TcpStream, limit: u32) {
+    let body = serde_json::json!({
+        "status": 503,
+        "message": format!("the API serves {limit} connections at once; try again later"),
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+}
