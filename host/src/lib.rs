@@ -12,6 +12,7 @@ pub mod api;
 pub mod json;
 pub mod lb;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod offload;

@@ -94,6 +94,7 @@ fn main() -> ExitCode {
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(l7mp::memory::thread_idle)
         .build()
     {
         Ok(rt) => rt,

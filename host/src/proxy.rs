@@ -368,6 +368,8 @@ pub fn apply_admin(admin: &Admin) -> std::result::Result<(), String> {
         crate::offload::global().configure(&admin.offload, admin.offload_ifs.as_ref());
     }
     crate::protocol::net::set_fd_reserve(admin.fd_reserve);
+    crate::plugin::memory::set_budget_mb(admin.plugin_memory_mb);
+    crate::plugin::set_max_functions(admin.plugin_max_functions);
     logging::parse_level(&admin.log_level).map_err(|e| format!("admin: {e}"))?;
     logging::set_file(&admin.log_file).map_err(|e| format!("admin: {e}"))?;
     logging::set_level(&admin.log_level)

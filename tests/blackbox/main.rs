@@ -8,10 +8,12 @@ mod af_packet;
 mod http;
 
 mod api;
+mod hardening;
 mod cli;
 mod ipc;
 mod jsonsocket;
 mod offload;
+mod plugin_limits;
 mod plugin_worlds;
 mod plugins;
 mod routing;

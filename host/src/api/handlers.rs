@@ -45,6 +45,8 @@ pub async fn get_admin(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
     admin["version"] = json!(env!("CARGO_PKG_VERSION"));
     let offload = crate::offload::global();
     admin["offload_status"] = json!({ "active": offload.active(), "reason": offload.reason() });
+    let (held_mb, budget_mb) = crate::plugin::memory::usage_mb();
+    admin["plugin_memory"] = json!({ "held_mb": held_mb, "budget_mb": budget_mb });
     reply(&q, &admin)
 }
 

@@ -15,8 +15,9 @@ use crate::protocol::http_conn::{InFlight, ServerIo};
 use crate::protocol::net;
 use crate::proxy::Proxy;
 
-/// The largest request head the API reads (request line and headers).
-const MAX_HEAD: usize = 64 << 10;
+/// The largest request head the API reads (request line and headers): room for the
+/// longest URI hyper takes (64 KiB), so that a longer one is a 414, not a 431.
+const MAX_HEAD: usize = 96 << 10;
 
 /// Serves the API on a bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {

@@ -117,6 +117,18 @@ pub fn fd_reserve<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(u32::deserialize(d)?, 16, 4096, "").map_err(D::Error::custom)
 }
 
+/// `admin.plugin_memory_mb`: 1 MiB to 1 TiB.
+pub fn plugin_memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    in_range(u64::deserialize(d)?, 1, 1 << 20, " MiB")
+        .map(Some)
+        .map_err(D::Error::custom)
+}
+
+/// `admin.plugin_max_functions`: 1 to 10 million.
+pub fn max_functions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(u32::deserialize(d)?, 1, 10_000_000, "").map_err(D::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

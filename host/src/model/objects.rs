@@ -37,6 +37,22 @@ pub struct Admin {
         deserialize_with = "bounds::fd_reserve"
     )]
     pub fd_reserve: u32,
+    /// The memory all plugin instances together may hold, in MiB (default: half the
+    /// machine's memory).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounds::plugin_memory_mb"
+    )]
+    pub plugin_memory_mb: Option<u64>,
+    /// The most functions an uploaded plugin may have (compiling costs memory in
+    /// proportion to them).
+    #[serde(default = "default_max_functions", deserialize_with = "bounds::max_functions")]
+    pub plugin_max_functions: u32,
+}
+
+fn default_max_functions() -> u32 {
+    crate::plugin::DEFAULT_MAX_FUNCTIONS
 }
 
 fn default_fd_reserve() -> u32 {
@@ -126,6 +142,8 @@ impl Default for Admin {
             offload_ifs: None,
             http: HttpLimits::default(),
             fd_reserve: default_fd_reserve(),
+            plugin_memory_mb: None,
+            plugin_max_functions: default_max_functions(),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! the cache), find which world it is for, link it and check its exports against that
 //! world, so a wrong component is refused at upload with a message naming the problem.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use sha2::{Digest, Sha256};
 use wasmtime::component::{InstancePre, types::ComponentItem};
 
@@ -88,6 +90,30 @@ fn item_kind(item: &ComponentItem) -> &'static str {
     }
 }
 
+/// The most functions an upload may hold, across its core modules
+/// (`admin.plugin_max_functions`). Compiling costs memory in proportion to them (an
+/// 80,000-function component took 400-700 MiB), so the count is checked first.
+static MAX_FUNCTIONS: AtomicU32 = AtomicU32::new(DEFAULT_MAX_FUNCTIONS);
+pub const DEFAULT_MAX_FUNCTIONS: u32 = 50_000;
+
+pub fn set_max_functions(n: u32) {
+    MAX_FUNCTIONS.store(n, Ordering::Relaxed);
+}
+
+/// Counts the functions of every core module in `bytes` (nested ones included), or
+/// says why the bytes are not WebAssembly.
+fn count_functions(bytes: &[u8]) -> Result<u64, ConfigError> {
+    let mut functions = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::CodeSectionStart { count, .. }) => functions += u64::from(count),
+            Ok(_) => {}
+            Err(e) => return Err(ConfigError::malformed(format!("not a valid component: {e}"))),
+        }
+    }
+    Ok(functions)
+}
+
 /// A component's identity: the hex SHA-256 of its bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -114,6 +140,13 @@ impl Runtime {
         sha256: String,
     ) -> Result<PluginVersion, ConfigError> {
         check_header(bytes)?;
+        let functions = count_functions(bytes)?;
+        let max = MAX_FUNCTIONS.load(Ordering::Relaxed);
+        if functions > u64::from(max) {
+            return Err(ConfigError::invalid(format!(
+                "the component has {functions} functions, more than the {max} a plugin may have (admin.plugin_max_functions)"
+            )));
+        }
         let (component, cached) = match self
             .cache
             .as_ref()

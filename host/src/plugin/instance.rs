@@ -9,12 +9,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{codec, matcher, transform};
 use super::compile::WorldPre;
+use super::memory::{Limiter, Reservation};
 use super::registry::{GuestCounters, PluginVersion};
 use super::usage::{Grants, Limits};
 
@@ -28,6 +29,9 @@ pub enum Fault {
     /// Any other trap (a panic, `unreachable`, an out-of-bounds access), or an
     /// instantiation that failed.
     Trap(String),
+    /// No instance could be made: the plugins' memory budget is used up. Not the
+    /// plugin's doing, so not counted against it.
+    Budget(String),
 }
 
 impl Fault {
@@ -36,6 +40,7 @@ impl Fault {
             Fault::Deadline => "deadline",
             Fault::Memory => "memory",
             Fault::Trap(_) => "trap",
+            Fault::Budget(_) => "budget",
         }
     }
 
@@ -59,6 +64,7 @@ impl fmt::Display for Fault {
             Fault::Deadline => write!(f, "the plugin overran its deadline"),
             Fault::Memory => write!(f, "the plugin overran its memory limit"),
             Fault::Trap(why) => write!(f, "the plugin trapped: {why}"),
+            Fault::Budget(why) => f.write_str(why),
         }
     }
 }
@@ -73,7 +79,7 @@ pub fn monotonic_ns() -> u64 {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     /// `name@version`, for logs.
     pub plugin: Arc<str>,
     /// The session being served, for logs.
@@ -162,6 +168,8 @@ pub struct Instance {
     /// Made with grants: never pooled for another use.
     pub private: bool,
     pub version: Arc<PluginVersion>,
+    /// Its memory cap, held against the plugins' budget.
+    reserved: Reservation,
 }
 
 impl Drop for Instance {
@@ -177,11 +185,12 @@ impl Instance {
         limits: &Limits,
         grants: &Grants,
     ) -> Result<Instance, Fault> {
+        let reserved = Reservation::take(limits.memory_bytes() as u64).map_err(Fault::Budget)?;
         let wasi = wasi_ctx(grants).map_err(Fault::Trap)?;
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: store_limits(limits),
+            limits: Limiter::new(limits),
             plugin: version.label.clone(),
             session: None,
             counters: version.counters.clone(),
@@ -223,20 +232,43 @@ impl Instance {
             poisoned: false,
             private: !grants.is_empty(),
             version: version.clone(),
+            reserved,
         })
     }
 
-    /// Whether the instance may serve again (see `recycle_after`).
-    pub fn reusable(&self, limits: &Limits) -> bool {
-        !self.poisoned && !self.private && self.calls < limits.recycle_after
+    /// How far the instance's memory has grown, in bytes.
+    pub fn memory_used(&self) -> usize {
+        self.store.data().limits.memory
     }
 
-    /// Prepares a pooled instance for a new user.
-    pub fn adopt(&mut self, limits: &Limits, session: Option<Arc<str>>) {
+    /// Calls made into the instance since it was made.
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Whether the instance may serve again: not poisoned, not private, under
+    /// `recycle_after` calls and under three quarters of its memory cap (a fresh
+    /// instance is cheaper than one that is about to run out).
+    pub fn reusable(&self, limits: &Limits) -> bool {
+        !self.poisoned
+            && !self.private
+            && self.calls < limits.recycle_after
+            && self.memory_used() < limits.memory_bytes() / 4 * 3
+    }
+
+    /// Prepares a pooled instance for a new user, whose memory cap it then holds
+    /// against the budget.
+    pub fn adopt(&mut self, limits: &Limits, session: Option<Arc<str>>) -> Result<(), Fault> {
+        let bytes = limits.memory_bytes() as u64;
+        if bytes != self.reserved.bytes() {
+            self.reserved = Reservation::none();
+            self.reserved = Reservation::take(bytes).map_err(Fault::Budget)?;
+        }
         let state = self.store.data_mut();
-        state.limits = store_limits(limits);
+        state.limits.recap(limits);
         state.session = session;
         self.budget = limits.deadline();
+        Ok(())
     }
 
     fn arm(&mut self) {
@@ -366,9 +398,3 @@ impl Instance {
     }
 }
 
-fn store_limits(limits: &Limits) -> StoreLimits {
-    StoreLimitsBuilder::new()
-        .memory_size(limits.memory_bytes())
-        .trap_on_grow_failure(true)
-        .build()
-}

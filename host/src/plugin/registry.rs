@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 use serde_json::{Value, json};
@@ -138,7 +138,8 @@ pub struct PluginVersion {
     pub pre: WorldPre,
     pub stats: Stats,
     pub counters: Arc<GuestCounters>,
-    idle: Mutex<Vec<Instance>>,
+    /// Instances between users, with when they went idle.
+    idle: Mutex<Vec<(Instant, Instance)>>,
     /// No longer current: its instances are not kept for later sessions.
     retired: AtomicBool,
 }
@@ -192,23 +193,37 @@ impl PluginVersion {
         }
     }
 
-    /// An instance for `usage`: an idle one when there is one, else a fresh one.
+    /// An instance for `usage`: an idle one when there is one, else a fresh one. When
+    /// the memory budget is used up, idle instances of every plugin are let go to make
+    /// room before the new one is refused.
     pub async fn take(
         self: &Arc<Self>,
         usage: &PluginUse,
         session: Option<Arc<str>>,
     ) -> Result<Instance, Fault> {
         let pooled = if usage.grants.is_empty() {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+            self.lock_idle().pop().map(|(_, instance)| instance)
         } else {
             None
         };
-        let mut instance = match pooled {
-            Some(instance) => instance,
-            None => Instance::new(self, &usage.limits, &usage.grants).await?,
+        if let Some(mut instance) = pooled
+            && instance.adopt(&usage.limits, session.clone()).is_ok()
+        {
+            return Ok(instance);
+        }
+        let mut instance = match Instance::new(self, &usage.limits, &usage.grants).await {
+            Err(Fault::Budget(_)) => {
+                super::runtime().plugins.evict_idle();
+                Instance::new(self, &usage.limits, &usage.grants).await?
+            }
+            other => other?,
         };
-        instance.adopt(&usage.limits, session);
+        instance.adopt(&usage.limits, session)?;
         Ok(instance)
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, Instance)>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An instance for `usage` with the world's resource (a transform's `session`, a
@@ -237,10 +252,12 @@ impl PluginVersion {
         if !instance.reusable(&usage.limits) || self.retired.load(Ordering::Relaxed) {
             return;
         }
-        instance.adopt(&usage.limits, None);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if instance.adopt(&usage.limits, None).is_err() {
+            return;
+        }
+        let mut idle = self.lock_idle();
         if idle.len() < MAX_IDLE {
-            idle.push(instance);
+            idle.push((Instant::now(), instance));
         }
     }
 
@@ -249,7 +266,7 @@ impl PluginVersion {
     fn set_current(&self, current: bool) {
         self.retired.store(!current, Ordering::Relaxed);
         if !current {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.lock_idle().clear();
         }
     }
 
@@ -443,8 +460,7 @@ impl Plugins {
             p.versions
                 .iter()
                 .map(|v| {
-                    v.stats.live.load(Ordering::Relaxed)
-                        - v.idle.lock().map_or(0, |i| i.len() as i64)
+                    v.stats.live.load(Ordering::Relaxed) - v.lock_idle().len() as i64
                 })
                 .sum()
         })
@@ -465,6 +481,24 @@ impl Plugins {
     pub fn render_all(&self) -> Value {
         let names: Vec<String> = self.read().keys().cloned().collect();
         Value::Array(names.iter().filter_map(|n| self.render(n)).collect())
+    }
+
+    /// Lets go of instances idle for longer than `age`, so their memory goes back.
+    pub fn reap_idle(&self, age: std::time::Duration) {
+        for p in self.read().values() {
+            for v in &p.versions {
+                v.lock_idle().retain(|(since, _)| since.elapsed() < age);
+            }
+        }
+    }
+
+    /// Lets go of every idle instance (the memory budget is needed elsewhere).
+    pub fn evict_idle(&self) {
+        for p in self.read().values() {
+            for v in &p.versions {
+                v.lock_idle().clear();
+            }
+        }
     }
 
     /// Publishes every version's counters to Prometheus (called at scrape time).

@@ -19,6 +19,8 @@ use crate::protocol::{AsyncTransform, ClusterProtocol, Stage, StageError, Target
 use crate::session::Session;
 
 pub const NAME: &str = "Wasm";
+/// The largest metadata a plugin may hand back (its JSON text).
+const MAX_METADATA: usize = 64 << 10;
 
 #[derive(Debug)]
 pub struct WasmCluster {
@@ -100,6 +102,12 @@ impl WasmStage {
         session: &Session,
         json: &str,
     ) -> std::result::Result<(), String> {
+        if json.len() > MAX_METADATA {
+            return Err(format!(
+                "metadata of {} bytes: at most {MAX_METADATA}",
+                json.len()
+            ));
+        }
         match serde_json::from_str::<Value>(json) {
             Ok(doc @ Value::Object(_)) => {
                 self.metadata = json.to_owned();
@@ -136,6 +144,40 @@ impl WasmStage {
     }
 }
 
+impl WasmStage {
+    /// A stateless plugin moves to a fresh instance before the one it has wears out:
+    /// after `recycle_after` calls, or once it has grown to most of its memory cap (a
+    /// language runtime that leaks a little per call would otherwise trap, and a chunk
+    /// would be lost).
+    fn recycle_if_worn(&mut self) {
+        let worn = self.open.as_ref().is_some_and(|(instance, _)| {
+            !instance.reusable(&self.usage.limits)
+        });
+        if self.usage.stateless
+            && worn
+            && let Some((instance, resource)) = self.open.take()
+        {
+            instance.release_later(resource, self.usage.clone());
+        }
+    }
+
+    async fn call(&mut self, chunk: &[u8]) -> std::result::Result<std::result::Result<Output, String>, Fault> {
+        if self.open.is_none() {
+            // A fault (or a recycle) took the last instance: the session goes on with a
+            // fresh one.
+            self.open().await.map_err(Fault::Trap)?;
+        }
+        let Some((instance, resource)) = self.open.as_mut() else {
+            return Err(Fault::Trap("no instance".into()));
+        };
+        let result = instance.transform_hook(*resource, self.egress, chunk).await;
+        if result.is_err() {
+            self.open = None;
+        }
+        result
+    }
+}
+
 #[async_trait]
 impl AsyncTransform for WasmStage {
     async fn process(
@@ -144,16 +186,13 @@ impl AsyncTransform for WasmStage {
         session: &Session,
         out: &mut Vec<Bytes>,
     ) -> std::result::Result<(), StageError> {
-        if self.open.is_none() {
-            // A fault took the last instance: this session continues on a fresh one.
-            if let Err(e) = self.open().await {
-                return self.fault(Fault::Trap(e), session, chunk, out);
-            }
+        self.recycle_if_worn();
+        let mut result = self.call(&chunk).await;
+        if self.usage.stateless && matches!(result, Err(Fault::Memory)) {
+            // A stateless plugin loses nothing to running out of memory: the chunk is
+            // given once more to a fresh instance.
+            result = self.call(&chunk).await;
         }
-        let (instance, resource) = self.open.as_mut().expect("opened above");
-        let result = instance
-            .transform_hook(*resource, self.egress, &chunk)
-            .await;
         match result {
             Ok(Ok(Output { chunks, metadata })) => {
                 out.extend(chunks.into_iter().map(Bytes::from));
@@ -168,10 +207,7 @@ impl AsyncTransform for WasmStage {
                 "plugin '{}': {e}",
                 self.version.label
             ))),
-            Err(fault) => {
-                self.open = None;
-                self.fault(fault, session, chunk, out)
-            }
+            Err(fault) => self.fault(fault, session, chunk, out),
         }
     }
 }

@@ -99,6 +99,8 @@ struct RawUse {
     limits: Limits,
     #[serde(default)]
     grants: Grants,
+    #[serde(default)]
+    stateless: bool,
 }
 
 /// A checked use of a plugin.
@@ -112,6 +114,11 @@ pub struct PluginUse {
     pub on_fault: OnFault,
     pub limits: Limits,
     pub grants: Grants,
+    /// The plugin keeps nothing from one chunk to the next that matters, so a session
+    /// may move it to a fresh instance between chunks (before it wears out) and give a
+    /// chunk to a fresh instance again when one runs out of memory. Without it, a
+    /// fault applies `on_fault` to the chunk.
+    pub stateless: bool,
 }
 
 impl TryFrom<RawUse> for PluginUse {
@@ -150,6 +157,7 @@ impl TryFrom<RawUse> for PluginUse {
             on_fault: raw.on_fault,
             limits: raw.limits,
             grants: raw.grants,
+            stateless: raw.stateless,
         })
     }
 }

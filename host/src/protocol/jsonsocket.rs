@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::json_header::{self, Refusal, VERSION};
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target, registry,
@@ -30,9 +31,6 @@ use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
 
 pub const NAME: &str = "JSONSocket";
-const VERSION: i64 = 1;
-/// A header larger than this is refused.
-const MAX_HEADER: usize = 64 * 1024;
 /// How long a client may take to send its header.
 const HEADER_WAIT: Duration = Duration::from_secs(5);
 const TRANSPORTS: &[&str] = &[
@@ -73,72 +71,29 @@ fn answer(status: u16, message: &str) -> Bytes {
     Bytes::from(json!({ "JSONSocketVersion": VERSION, "JSONSocketStatus": status, "JSONSocketMessage": message }).to_string())
 }
 
-/// A handshake that went wrong, with the status it answers.
-struct Refusal(u16, String);
-
 /// Reads the first JSON value from `rx`: one message on a datagram transport, the
 /// first complete value of a byte stream. Returns it and what followed it.
 async fn read_json(
     rx: &mut Box<dyn ChunkRx>,
     framing: Framing,
 ) -> std::result::Result<(Value, Bytes), Refusal> {
-    let mut buf = BytesMut::new();
-    loop {
-        let chunk = rx
-            .recv()
-            .await
-            .map_err(|e| Refusal(400, format!("no header: {e}")))?
-            .ok_or_else(|| Refusal(400, "the connection ended before the header".into()))?;
-        buf.extend_from_slice(&chunk);
-        let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
-        match values.next() {
-            Some(Ok(value)) => {
-                let used = values.byte_offset();
-                let rest = buf.split_off(used).freeze();
-                if framing == Framing::Datagram && !rest.iter().all(u8::is_ascii_whitespace) {
-                    return Err(Refusal(
-                        400,
-                        "the header message holds more than one JSON value".into(),
-                    ));
-                }
-                return Ok((
-                    value,
-                    if framing == Framing::Datagram {
-                        Bytes::new()
-                    } else {
-                        rest
-                    },
-                ));
-            }
-            Some(Err(e)) if e.is_eof() && framing == Framing::Stream && buf.len() < MAX_HEADER => {
-                continue;
-            }
-            Some(Err(e)) => return Err(Refusal(400, format!("the header is not JSON: {e}"))),
-            None if framing == Framing::Stream && buf.len() < MAX_HEADER => continue,
-            None => return Err(Refusal(400, "empty header".into())),
-        }
+    let next = |e: Option<io::Error>| match e {
+        Some(e) => Refusal(400, format!("no header: {e}")),
+        None => Refusal(400, "the connection ended before the header".into()),
+    };
+    if framing == Framing::Datagram {
+        let message = rx.recv().await.map_err(|e| next(Some(e)))?.ok_or_else(|| next(None))?;
+        return Ok((json_header::parse(&message)?, Bytes::new()));
     }
-}
-
-/// Checks a client's header.
-fn validate(header: &Value) -> std::result::Result<(), Refusal> {
-    let obj = header
-        .as_object()
-        .ok_or_else(|| Refusal(400, "the header must be a JSON object".into()))?;
-    match obj.get("JSONSocketVersion") {
-        Some(v) if v.is_i64() || v.is_u64() => match v.as_i64() {
-            Some(VERSION) => Ok(()),
-            Some(n) if n > VERSION => Err(Refusal(
-                505,
-                format!("JSONSocket version {n} is not supported (1 is)"),
-            )),
-            _ => Err(Refusal(400, format!("bad JSONSocketVersion {v}"))),
-        },
-        Some(v) => Err(Refusal(
-            400,
-            format!("JSONSocketVersion must be an integer, not {v}"),
-        )),
-        None => Err(Refusal(400, "the header has no JSONSocketVersion".into())),
+    let mut buf = BytesMut::new();
+    let mut scan = json_header::HeaderScan::default();
+    loop {
+        let chunk = rx.recv().await.map_err(|e| next(Some(e)))?.ok_or_else(|| next(None))?;
+        buf.extend_from_slice(&chunk);
+        if let Some(end) = scan.feed(&buf)? {
+            let rest = buf.split_off(end).freeze();
+            return Ok((json_header::parse(&buf)?, rest));
+        }
     }
 }
 
@@ -201,7 +156,7 @@ async fn handshake(cx: ListenerContext, incoming: Incoming) {
     let (framing, peer, udp) = (conn.framing, conn.peer.clone(), conn.udp.clone());
     let (mut rx, mut tx) = conn.into_halves();
     let header = match tokio::time::timeout(HEADER_WAIT, read_json(&mut rx, framing)).await {
-        Ok(Ok((header, rest))) => validate(&header).map(|()| (header, rest)),
+        Ok(Ok((header, rest))) => json_header::validate(&header).map(|()| (header, rest)),
         Ok(Err(refusal)) => Err(refusal),
         Err(_) => Err(Refusal(400, format!("no header within {HEADER_WAIT:?}"))),
     };

@@ -9,6 +9,7 @@ pub mod fork;
 pub mod http;
 pub mod http_conn;
 pub mod http_meta;
+pub mod json_header;
 pub mod jsonsocket;
 pub mod net;
 pub mod pipe;

@@ -1,6 +1,7 @@
 //! `PIPE`: named FIFOs (or file descriptors the proxy inherited) as a byte stream.
 //! `read` is where the stage reads from, `write` where it writes to; either may be
-//! left out (nothing comes back, or what is sent is dropped). A listener keeps its
+//! left out (nothing comes back, or what is sent is dropped). Descriptors must be
+//! pipes the proxy was started with; each session uses a copy of its own. A listener keeps its
 //! FIFOs open for reading and writing so that writers may come and go without ending
 //! its session; a cluster opens them per session, so a FIFO nobody reads from is a
 //! connect error and a writer that closes ends that direction.
@@ -167,13 +168,14 @@ fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(copy)
 }
 
-/// The missing direction: nothing to read, and writes are dropped.
+/// The missing direction: nothing ever comes (it is not an end: a write-only pipe
+/// does not end its session at once), and writes are dropped.
 struct Nothing;
 
 #[async_trait]
 impl ChunkRx for Nothing {
     async fn recv(&mut self) -> io::Result<Option<Bytes>> {
-        Ok(None)
+        std::future::pending().await
     }
 }
 

@@ -1,7 +1,8 @@
 //! `hostile`: a transform that misbehaves on demand, for testing that a plugin can
 //! hurt no one but the session it serves. A chunk that reads `loop` spins forever,
-//! `grow` allocates until memory runs out, `trap` panics (a Wasm trap), `fail`
-//! returns an error; anything else passes unchanged.
+//! `grow` allocates until memory runs out, `leak` leaks 256 KiB and passes (a language
+//! runtime that leaks a little per call), `trap` panics (a Wasm trap), `fail` returns an
+//! error; anything else passes unchanged.
 
 use l7mp_plugin_sdk::transform::export_transform;
 use l7mp_plugin_sdk::transform::exports::l7mp::plugin::transform::{
@@ -21,6 +22,10 @@ fn misbehave(chunk: Vec<u8>) -> Result<Output, String> {
                 hoard.push(vec![1u8; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        b"leak" => {
+            std::hint::black_box(Box::leak(vec![1u8; 256 << 10].into_boxed_slice()));
+            Ok(Output { chunks: vec![chunk], metadata: MetadataUpdate::Keep })
         }
         b"trap" => panic!("asked to trap"),
         b"fail" => Err("asked to fail".into()),

@@ -1,0 +1,39 @@
+//! A config file or an API body: any text. It is parsed as the API parses it (JSON or
+//! YAML, nesting checked first), then built into objects as a whole config and as
+//! each kind's body, in both strict modes, and the result rendered back. Nothing may
+//! panic, whatever the input; every failure is an error value.
+
+#![no_main]
+
+use l7mp::model::inline::Builder;
+use l7mp::model::{Kind, Snapshot, parse, render};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(mut doc) = parse::document(text) else {
+        return;
+    };
+    // Plugins would be read from files: not what this target is about.
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("plugins");
+    }
+    for strict in [false, true] {
+        let mut whole = Builder::new(&Snapshot::default(), strict);
+        if whole.add_config(&doc).is_ok() {
+            let _ = render::config(&whole.snap);
+            for kind in [Kind::Listener, Kind::Cluster, Kind::RuleList, Kind::Rule, Kind::Route, Kind::Endpoint] {
+                let _ = render::collection(&whole.snap, kind, true);
+            }
+        }
+        let mut each = Builder::new(&Snapshot::default(), strict);
+        let _ = each.add_listener(&doc);
+        let _ = each.add_cluster(&doc, None);
+        let _ = each.add_rulelist(&doc, None);
+        let _ = each.add_rule(&doc, None);
+        let _ = each.add_route(&doc, None);
+        let _ = render::config(&each.snap);
+    }
+});
