@@ -24,7 +24,14 @@ fuzz_target!(|data: &[u8]| {
         let mut whole = Builder::new(&Snapshot::default(), strict);
         if whole.add_config(&doc).is_ok() {
             let _ = render::config(&whole.snap);
-            for kind in [Kind::Listener, Kind::Cluster, Kind::RuleList, Kind::Rule, Kind::Route, Kind::Endpoint] {
+            for kind in [
+                Kind::Listener,
+                Kind::Cluster,
+                Kind::RuleList,
+                Kind::Rule,
+                Kind::Route,
+                Kind::Endpoint,
+            ] {
                 let _ = render::collection(&whole.snap, kind, true);
             }
         }

@@ -1,9 +1,12 @@
 //! Logging: tracing with a level and a destination that `POST /api/v1/admin` can change
 //! while the proxy runs. l7mp's level names map onto tracing's.
 
-use std::fs::{File, OpenOptions};
+use std::collections::HashMap;
+use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use tracing_appender::non_blocking::WorkerGuard;
 
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -33,37 +36,63 @@ pub fn parse_level(name: &str) -> Result<LevelFilter, String> {
     })
 }
 
+/// Where log lines go; swappable at run time. Writers never block the thread that logs
+/// (see [`sink`]).
 #[derive(Clone)]
-enum Target {
-    Stdout,
-    Stderr,
-    File(Arc<Mutex<File>>),
-}
-
-/// Where log lines go; swappable at run time.
-#[derive(Clone)]
-struct Destination(Arc<Mutex<Target>>);
-
-struct Line(Target);
-
-impl Write for Line {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &self.0 {
-            Target::Stdout => io::stdout().lock().write(buf),
-            Target::Stderr => io::stderr().lock().write(buf),
-            Target::File(f) => f.lock().unwrap_or_else(|p| p.into_inner()).write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+struct Destination(Arc<Mutex<Sink>>);
 
 impl<'a> MakeWriter<'a> for Destination {
-    type Writer = Line;
-    fn make_writer(&'a self) -> Line {
-        Line(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    type Writer = Sink;
+    fn make_writer(&'a self) -> Sink {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// A line-oriented writer to stdout, stderr or a file, drained by a thread of its own:
+/// callers (I/O workers, mostly) hand it bytes and never wait for a slow disk or a full
+/// pipe; when it falls far behind, lines are dropped rather than the caller stalled.
+pub type Sink = tracing_appender::non_blocking::NonBlocking;
+
+/// An open sink, its writer thread's guard, and the file it writes (device, inode).
+type OpenSink = (Sink, WorkerGuard, Option<(u64, u64)>);
+
+/// Open sinks by target; a file rotated away is reopened at the next use.
+static SINKS: LazyLock<Mutex<HashMap<String, OpenSink>>> = LazyLock::new(Mutex::default);
+
+fn identity(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The sink for `stdout`, `stderr` or a file path (appended to, created if missing).
+pub fn sink(target: &str) -> io::Result<Sink> {
+    let mut sinks = SINKS.lock().unwrap_or_else(|p| p.into_inner());
+    let file = !matches!(target, "stdout" | "stderr" | "");
+    let now = if file { identity(target) } else { None };
+    if let Some((sink, _, seen)) = sinks.get(target)
+        && (!file || (now.is_some() && *seen == now))
+    {
+        return Ok(sink.clone());
+    }
+    let builder = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("l7mp-log");
+    let (sink, guard) = match target {
+        "stdout" => builder.finish(io::stdout()),
+        "stderr" | "" => builder.finish(io::stderr()),
+        path => builder.finish(OpenOptions::new().create(true).append(true).open(path)?),
+    };
+    let seen = if file { identity(target) } else { None };
+    if let Some(rotated) = sinks.insert(target.to_owned(), (sink.clone(), guard, seen)) {
+        // Its guard flushes what is left, which may take a moment: not on this thread.
+        std::thread::spawn(move || drop(rotated));
+    }
+    Ok(sink)
+}
+
+/// Writes one line to a sink (a full sink drops it).
+pub fn write_line(sink: &mut Sink, line: &[u8]) {
+    let _ = sink.write_all(line);
 }
 
 struct Control {
@@ -76,7 +105,8 @@ static CONTROL: OnceLock<Control> = OnceLock::new();
 /// Installs the global subscriber. Logs go to stderr until configured otherwise, so
 /// that stdout stays free for the `Stdio` cluster.
 pub fn init(level: LevelFilter) {
-    let destination = Destination(Arc::new(Mutex::new(Target::Stderr)));
+    let Ok(stderr) = sink("stderr") else { return };
+    let destination = Destination(Arc::new(Mutex::new(stderr)));
     let (filter, handle) = reload::Layer::new(level);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(destination.clone())
@@ -105,17 +135,7 @@ pub fn set_level(name: &str) -> Result<(), String> {
 
 /// `stdout`, `stderr` or a file path (appended to).
 pub fn set_file(target: &str) -> Result<(), String> {
-    let t = match target {
-        "stdout" => Target::Stdout,
-        "stderr" | "" => Target::Stderr,
-        path => Target::File(Arc::new(Mutex::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("log_file {path}: {e}"))?,
-        ))),
-    };
+    let t = sink(target).map_err(|e| format!("log_file {target}: {e}"))?;
     if let Some(c) = CONTROL.get() {
         *c.destination.0.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }

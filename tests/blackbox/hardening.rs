@@ -90,11 +90,17 @@ fn inputs_that_used_to_panic_are_422s_naming_the_field() {
         let answer = proxy.post("/api/v1/listeners", with_options(json!({field: -1})));
         assert_error(answer, 422, "out of range");
     }
-    let route = |retry: Value| {
-        json!({"route": {"name": "r", "destination": "c", "retry": retry}})
-    };
-    assert_error(proxy.post("/api/v1/routes", route(json!({"timeout": 1e12}))), 422, "retry.timeout");
-    assert_error(proxy.post("/api/v1/routes", route(json!({"num_retries": 1_000_000}))), 422, "num_retries");
+    let route = |retry: Value| json!({"route": {"name": "r", "destination": "c", "retry": retry}});
+    assert_error(
+        proxy.post("/api/v1/routes", route(json!({"timeout": 1e12}))),
+        422,
+        "retry.timeout",
+    );
+    assert_error(
+        proxy.post("/api/v1/routes", route(json!({"num_retries": 1_000_000}))),
+        422,
+        "num_retries",
+    );
     let weighted = json!({"cluster": {"name": "c", "spec": {"protocol": "TCP", "port": 1},
         "loadbalancer": {"policy": "HashRing"},
         "endpoints": [{"spec": {"address": "127.0.0.1"}, "weight": 1e12}]}});
@@ -107,7 +113,10 @@ fn inputs_that_used_to_panic_are_422s_naming_the_field() {
     }
     // Still serving, the first listener untouched, and a bounded track works.
     let client = udp_client("127.0.0.1");
-    assert_eq!(udp_roundtrip(&client, ([127, 0, 0, 1], port).into(), b"ok"), b"ok");
+    assert_eq!(
+        udp_roundtrip(&client, ([127, 0, 0, 1], port).into(), b"ok"),
+        b"ok"
+    );
     proxy.create("/api/v1/listeners", with_options(json!({"track": 0.2})));
 }
 
@@ -118,26 +127,45 @@ fn deep_pointers_and_predicates_are_refused_when_written() {
     let mut listener = echo_listener("deep", port);
     let path = "/a".repeat(50_000);
     listener["listener"]["rules"][0]["action"]["rewrite"] = json!([{"path": path, "value": 1}]);
-    assert_error(proxy.post("/api/v1/listeners", listener.clone()), 422, "JSON pointer");
-    listener["listener"]["rules"][0]["action"]["rewrite"] = json!([{"path": "/a".repeat(40), "value": 1}]);
-    assert_error(proxy.post("/api/v1/listeners", listener.clone()), 422, "segments");
+    assert_error(
+        proxy.post("/api/v1/listeners", listener.clone()),
+        422,
+        "JSON pointer",
+    );
+    listener["listener"]["rules"][0]["action"]["rewrite"] =
+        json!([{"path": "/a".repeat(40), "value": 1}]);
+    assert_error(
+        proxy.post("/api/v1/listeners", listener.clone()),
+        422,
+        "segments",
+    );
     let mut predicate = json!({"op": "test", "path": "/a", "value": 1});
     for _ in 0..20 {
         predicate = json!({"op": "not", "apply": [predicate]});
     }
     listener["listener"]["rules"][0]["action"]["rewrite"] = json!([]);
     listener["listener"]["rules"][0]["match"] = predicate;
-    assert_error(proxy.post("/api/v1/listeners", listener.clone()), 422, "deeper than");
+    assert_error(
+        proxy.post("/api/v1/listeners", listener.clone()),
+        422,
+        "deeper than",
+    );
     // The deepest allowed rewrite, with a live session: listings and expiry survive it.
     let allowed = "/a".repeat(32);
     listener["listener"]["rules"][0]["match"] = Value::Null;
-    listener["listener"]["rules"][0]["action"]["rewrite"] = json!([{"path": allowed, "value": [[[1]]]}]);
+    listener["listener"]["rules"][0]["action"]["rewrite"] =
+        json!([{"path": allowed, "value": [[[1]]]}]);
     listener["listener"]["options"] = json!({"idle_timeout": 0.3});
     proxy.create("/api/v1/listeners", listener);
     let client = udp_client("127.0.0.1");
-    assert_eq!(udp_roundtrip(&client, ([127, 0, 0, 1], port).into(), b"x"), b"x");
+    assert_eq!(
+        udp_roundtrip(&client, ([127, 0, 0, 1], port).into(), b"x"),
+        b"x"
+    );
     assert_eq!(proxy.sessions().len(), 1);
-    eventually("the session to idle out", || proxy.sessions().is_empty().then_some(()));
+    eventually("the session to idle out", || {
+        proxy.sessions().is_empty().then_some(())
+    });
     assert_eq!(proxy.get("/api/v1/admin").0, 200);
 }
 
@@ -159,9 +187,16 @@ fn nested_bodies_are_refused_fast_and_never_stall_sessions() {
                         .header("content-type", "application/yaml")
                         .send(&bomb)
                         .unwrap();
-                    let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+                    let body: Value =
+                        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
                     assert_eq!(resp.status().as_u16(), 400, "{body}");
-                    assert!(body["message"].as_str().unwrap().contains("nests deeper than"), "{body}");
+                    assert!(
+                        body["message"]
+                            .as_str()
+                            .unwrap()
+                            .contains("nests deeper than"),
+                        "{body}"
+                    );
                 }
             })
         })
@@ -181,15 +216,31 @@ fn nested_bodies_are_refused_fast_and_never_stall_sessions() {
 #[test]
 fn huge_declared_bodies_are_413_at_once() {
     let proxy = Proxy::start();
-    for path in ["/api/v1/listeners", "/api/v1/config", "/api/v1/admin", "/api/v1/plugins?name=p&version=1"] {
-        let content_type = if path.contains("plugins") { "application/wasm" } else { "application/json" };
+    for path in [
+        "/api/v1/listeners",
+        "/api/v1/config",
+        "/api/v1/admin",
+        "/api/v1/plugins?name=p&version=1",
+    ] {
+        let content_type = if path.contains("plugins") {
+            "application/wasm"
+        } else {
+            "application/json"
+        };
         let request = format!(
             "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: {content_type}\r\ncontent-length: 1000000000000\r\n\r\n"
         );
-        assert_error(raw_request(&proxy.api, request.as_bytes()), 413, "larger than");
+        assert_error(
+            raw_request(&proxy.api, request.as_bytes()),
+            413,
+            "larger than",
+        );
     }
     // A body larger than admin.http.max_body is refused while it is read, too.
-    proxy.create("/api/v1/admin", json!({"admin": {"http": {"max_body": 2048}}}));
+    proxy.create(
+        "/api/v1/admin",
+        json!({"admin": {"http": {"max_body": 2048}}}),
+    );
     let big = format!("{{\"listener\": {{\"name\": \"{}\"}}}}", "x".repeat(4096));
     let (status, body) = proxy.send_raw("POST", "/api/v1/listeners", "application/json", &big);
     assert_eq!(status, 413, "{body}");
@@ -198,17 +249,34 @@ fn huge_declared_bodies_are_413_at_once() {
 #[test]
 fn every_api_error_is_json_even_hypers_own() {
     let proxy = Proxy::start();
-    assert_error(raw_request(&proxy.api, b"GARBAGE\r\n\r\n"), 400, "malformed");
-    let long_header = format!("GET /api/v1/admin HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(200_000));
-    assert_error(raw_request(&proxy.api, long_header.as_bytes()), 431, "headers");
-    let long_uri = format!("GET /api/v1/listeners?{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    assert_error(
+        raw_request(&proxy.api, b"GARBAGE\r\n\r\n"),
+        400,
+        "malformed",
+    );
+    let long_header = format!(
+        "GET /api/v1/admin HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    assert_error(
+        raw_request(&proxy.api, long_header.as_bytes()),
+        431,
+        "headers",
+    );
+    let long_uri = format!(
+        "GET /api/v1/listeners?{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
     assert_error(raw_request(&proxy.api, long_uri.as_bytes()), 414, "URI");
     let (status, body) = proxy.get("/api/v1/listeners?format=yaml&format=json");
     assert_eq!((status, &body["status"]), (400, &json!(400)), "{body}");
     let (status, body) = proxy.get("/api/v1/nothing/here/at/all");
     assert_eq!((status, &body["status"]), (404, &json!(404)), "{body}");
     assert_error(
-        raw_request(&proxy.api, b"PATCH /api/v1/listeners HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"),
+        raw_request(
+            &proxy.api,
+            b"PATCH /api/v1/listeners HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+        ),
         405,
         "not allowed",
     );
@@ -226,7 +294,8 @@ fn slow_and_idle_clients_cannot_lock_out_the_api() {
     let slow: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = TcpStream::connect(&addr).unwrap();
-            s.write_all(b"GET /api/v1/admin HTTP/1.1\r\nx-slow: ").unwrap();
+            s.write_all(b"GET /api/v1/admin HTTP/1.1\r\nx-slow: ")
+                .unwrap();
             s
         })
         .collect();
@@ -244,7 +313,10 @@ fn slow_and_idle_clients_cannot_lock_out_the_api() {
     assert_error(refused, 503, "connections at once");
     // The header timeout frees the slots: the API answers again.
     eventually("the API to answer again", || {
-        let (status, _) = raw_request(&proxy.api, b"GET /api/v1/admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let (status, _) = raw_request(
+            &proxy.api,
+            b"GET /api/v1/admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        );
         (status == 200).then_some(())
     });
     for mut s in slow {
@@ -261,10 +333,14 @@ fn slow_and_idle_clients_cannot_lock_out_the_api() {
     // An idle keep-alive connection is closed too.
     let mut idle = TcpStream::connect(&addr).unwrap();
     idle.set_read_timeout(Some(WAIT)).unwrap();
-    idle.write_all(b"GET /api/v1/admin HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    idle.write_all(b"GET /api/v1/admin HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
     assert_eq!(read_answer(&mut idle).0, 200);
     let mut buf = [0u8; 64];
-    assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)), "the idle connection was closed");
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0) | Err(_)),
+        "the idle connection was closed"
+    );
 }
 
 #[test]
@@ -289,7 +365,9 @@ fn out_of_descriptors_the_api_stays_reachable() {
     assert_eq!(status, 200, "{body}");
     assert!(proxy.sessions().len() < 200);
     drop(clients);
-    eventually("the sessions to end", || proxy.sessions().is_empty().then_some(()));
+    eventually("the sessions to end", || {
+        proxy.sessions().is_empty().then_some(())
+    });
     let mut client = tcp_connect(port);
     assert_eq!(tcp_exchange(&mut client, b"again", 5), b"again");
 }
@@ -353,20 +431,32 @@ fn unix_listeners_never_take_over_a_live_socket() {
     // A live stream socket is not taken by a datagram listener, nor the reverse.
     let stream_path = dir.join("stream.sock");
     let stream = UnixListener::bind(&stream_path).unwrap();
-    let answer = proxy.post("/api/v1/listeners", listener("d", "UnixDomainDgram", &stream_path));
+    let answer = proxy.post(
+        "/api/v1/listeners",
+        listener("d", "UnixDomainDgram", &stream_path),
+    );
     assert_error(answer, 409, "in use");
     assert!(UnixStream::connect(&stream_path).is_ok());
     drop(stream.accept());
     let dgram_path = dir.join("dgram.sock");
     let dgram = UnixDatagram::bind(&dgram_path).unwrap();
-    let answer = proxy.post("/api/v1/listeners", listener("s", "UnixDomainSocket", &dgram_path));
+    let answer = proxy.post(
+        "/api/v1/listeners",
+        listener("s", "UnixDomainSocket", &dgram_path),
+    );
     assert_error(answer, 409, "in use");
-    UnixDatagram::unbound().unwrap().send_to(b"still mine", &dgram_path).unwrap();
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"still mine", &dgram_path)
+        .unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(dgram.recv(&mut buf).unwrap(), 10);
     // A socket file nobody is bound to any more is replaced.
     drop(dgram);
-    proxy.create("/api/v1/listeners", listener("s", "UnixDomainSocket", &dgram_path));
+    proxy.create(
+        "/api/v1/listeners",
+        listener("s", "UnixDomainSocket", &dgram_path),
+    );
     let mut client = UnixStream::connect(&dgram_path).unwrap();
     client.write_all(b"x").unwrap();
 }
@@ -374,7 +464,10 @@ fn unix_listeners_never_take_over_a_live_socket() {
 #[test]
 fn a_session_whose_upstream_is_gone_ends() {
     let proxy = Proxy::start();
-    for (name, ingress) in [("direct", json!([])), ("ring", json!([{"spec": {"protocol": "Metric"}}]))] {
+    for (name, ingress) in [
+        ("direct", json!([])),
+        ("ring", json!([{"spec": {"protocol": "Metric"}}])),
+    ] {
         let upstream = dies_after_one_connection(b"up:");
         let port = free_tcp_port();
         proxy.create(
@@ -387,7 +480,10 @@ fn a_session_whose_upstream_is_gone_ends() {
         );
         let mut client = tcp_connect(port);
         assert_eq!(tcp_exchange(&mut client, b"a", 4), b"up:a");
-        assert!(tcp_closed(&mut client), "{name}: the upstream's end reaches the client");
+        assert!(
+            tcp_closed(&mut client),
+            "{name}: the upstream's end reaches the client"
+        );
         // The client keeps its socket open; the session ends anyway.
         eventually("the session to end", || {
             proxy
@@ -435,7 +531,9 @@ fn pipe_descriptors_are_inherited_pipes_duplicated_per_session() {
     let own: Vec<i32> = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
         .unwrap()
         .flatten()
-        .filter(|e| !std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:")))
+        .filter(|e| {
+            !std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"))
+        })
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     assert!(own.len() > 3, "{own:?}");
@@ -458,14 +556,22 @@ fn pipe_descriptors_are_inherited_pipes_duplicated_per_session() {
     let mut reader = unsafe { std::fs::File::from_raw_fd(read_end) };
     for round in 0..3u8 {
         let client = udp_client("127.0.0.1");
-        client.send_to(&[b'a' + round], ("127.0.0.1", port)).unwrap();
-        let mut poll = libc::pollfd { fd: read_end, events: libc::POLLIN, revents: 0 };
+        client
+            .send_to(&[b'a' + round], ("127.0.0.1", port))
+            .unwrap();
+        let mut poll = libc::pollfd {
+            fd: read_end,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd; bounded wait, so a proxy that never writes fails the test.
         let ready = unsafe { libc::poll(&mut poll, 1, WAIT.as_millis() as i32) };
         assert_eq!(ready, 1, "round {round}: nothing arrived on the pipe");
         let mut got = [0u8; 1];
         reader.read_exact(&mut got).unwrap();
         assert_eq!(got[0], b'a' + round);
-        eventually("the session to end", || proxy.sessions().is_empty().then_some(()));
+        eventually("the session to end", || {
+            proxy.sessions().is_empty().then_some(())
+        });
     }
 }

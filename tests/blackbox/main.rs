@@ -8,8 +8,8 @@ mod af_packet;
 mod http;
 
 mod api;
-mod hardening;
 mod cli;
+mod hardening;
 mod ipc;
 mod jsonsocket;
 mod offload;

@@ -115,13 +115,9 @@ async fn access_log(
         resp.status().as_u16(),
         start.elapsed().as_secs_f64() * 1000.0
     );
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
-    if let Err(e) = written {
-        tracing::warn!("access log {path}: {e}");
+    match crate::logging::sink(&path) {
+        Ok(mut sink) => crate::logging::write_line(&mut sink, line.as_bytes()),
+        Err(e) => tracing::warn!("access log {path}: {e}"),
     }
     resp
 }

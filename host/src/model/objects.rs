@@ -47,7 +47,10 @@ pub struct Admin {
     pub plugin_memory_mb: Option<u64>,
     /// The most functions an uploaded plugin may have (compiling costs memory in
     /// proportion to them).
-    #[serde(default = "default_max_functions", deserialize_with = "bounds::max_functions")]
+    #[serde(
+        default = "default_max_functions",
+        deserialize_with = "bounds::max_functions"
+    )]
     pub plugin_max_functions: u32,
 }
 

@@ -205,6 +205,14 @@ async fn accept(
         Err(_) => return Err(format!("no complete message within {FIRST_MESSAGE_WAIT:?}")),
     };
     if let Some(json) = &decoded[0].1 {
+        if json.len() > super::MAX_METADATA {
+            return Err(format!(
+                "codec '{}': message metadata of {} bytes: at most {}",
+                usage.plugin,
+                json.len(),
+                super::MAX_METADATA
+            ));
+        }
         match serde_json::from_str::<Value>(json) {
             Ok(fields @ Value::Object(_)) => metadata["codec"] = fields,
             _ => {

@@ -106,9 +106,15 @@ fn count_functions(bytes: &[u8]) -> Result<u64, ConfigError> {
     let mut functions = 0u64;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         match payload {
-            Ok(wasmparser::Payload::CodeSectionStart { count, .. }) => functions += u64::from(count),
+            Ok(wasmparser::Payload::CodeSectionStart { count, .. }) => {
+                functions += u64::from(count)
+            }
             Ok(_) => {}
-            Err(e) => return Err(ConfigError::malformed(format!("not a valid component: {e}"))),
+            Err(e) => {
+                return Err(ConfigError::malformed(format!(
+                    "not a valid component: {e}"
+                )));
+            }
         }
     }
     Ok(functions)

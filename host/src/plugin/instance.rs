@@ -397,4 +397,3 @@ impl Instance {
         let _ = self.settle(r);
     }
 }
-

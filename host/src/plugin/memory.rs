@@ -18,13 +18,21 @@ static HELD: AtomicU64 = AtomicU64::new(0);
 
 /// Sets the budget; `None` for the default.
 pub fn set_budget_mb(mb: Option<u64>) {
-    LIMIT.store(mb.map_or_else(default_budget, |mb| mb << 20), Ordering::Relaxed);
+    LIMIT.store(
+        mb.map_or_else(default_budget, |mb| mb << 20),
+        Ordering::Relaxed,
+    );
 }
 
 /// Half of the machine's memory.
 fn default_budget() -> u64 {
     // SAFETY: sysconf has no preconditions.
-    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     if pages > 0 && size > 0 {
         (pages as u64).saturating_mul(size as u64) / 2
     } else {
@@ -109,7 +117,12 @@ impl Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = self.caps.memory_growing(current, desired, maximum)?;
         if allowed {
             self.memory = self.memory.max(desired);
@@ -117,7 +130,12 @@ impl ResourceLimiter for Limiter {
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.caps.table_growing(current, desired, maximum)
     }
 

@@ -459,9 +459,7 @@ impl Plugins {
         self.read().get(name).map_or(0, |p| {
             p.versions
                 .iter()
-                .map(|v| {
-                    v.stats.live.load(Ordering::Relaxed) - v.lock_idle().len() as i64
-                })
+                .map(|v| v.stats.live.load(Ordering::Relaxed) - v.lock_idle().len() as i64)
                 .sum()
         })
     }

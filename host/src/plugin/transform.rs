@@ -13,14 +13,12 @@ use wasmtime::component::ResourceAny;
 
 use super::bindings::transform::exports::l7mp::plugin::transform::{MetadataUpdate, Output};
 use super::usage::{OnFault, PluginUse};
-use super::{Fault, Instance, PluginVersion, World, runtime};
+use super::{Fault, Instance, MAX_METADATA, PluginVersion, World, runtime};
 use crate::model::Result;
 use crate::protocol::{AsyncTransform, ClusterProtocol, Stage, StageError, Target};
 use crate::session::Session;
 
 pub const NAME: &str = "Wasm";
-/// The largest metadata a plugin may hand back (its JSON text).
-const MAX_METADATA: usize = 64 << 10;
 
 #[derive(Debug)]
 pub struct WasmCluster {
@@ -150,9 +148,10 @@ impl WasmStage {
     /// language runtime that leaks a little per call would otherwise trap, and a chunk
     /// would be lost).
     fn recycle_if_worn(&mut self) {
-        let worn = self.open.as_ref().is_some_and(|(instance, _)| {
-            !instance.reusable(&self.usage.limits)
-        });
+        let worn = self
+            .open
+            .as_ref()
+            .is_some_and(|(instance, _)| !instance.reusable(&self.usage.limits));
         if self.usage.stateless
             && worn
             && let Some((instance, resource)) = self.open.take()
@@ -161,7 +160,10 @@ impl WasmStage {
         }
     }
 
-    async fn call(&mut self, chunk: &[u8]) -> std::result::Result<std::result::Result<Output, String>, Fault> {
+    async fn call(
+        &mut self,
+        chunk: &[u8],
+    ) -> std::result::Result<std::result::Result<Output, String>, Fault> {
         if self.open.is_none() {
             // A fault (or a recycle) took the last instance: the session goes on with a
             // fresh one.

@@ -59,7 +59,9 @@ impl HeaderScan {
                 b'{' | b'[' => {
                     self.depth += 1;
                     if self.depth > MAX_DEPTH {
-                        return Err(bad(format!("the header nests deeper than {MAX_DEPTH} levels")));
+                        return Err(bad(format!(
+                            "the header nests deeper than {MAX_DEPTH} levels"
+                        )));
                     }
                 }
                 b'}' | b']' => {
@@ -105,7 +107,9 @@ pub fn validate(header: &Value) -> Result<(), Refusal> {
             )),
             _ => Err(bad(format!("bad JSONSocketVersion {v}"))),
         },
-        Some(v) => Err(bad(format!("JSONSocketVersion must be an integer, not {v}"))),
+        Some(v) => Err(bad(format!(
+            "JSONSocketVersion must be an integer, not {v}"
+        ))),
         None => Err(bad("the header has no JSONSocketVersion")),
     }
 }
@@ -132,10 +136,24 @@ mod tests {
         let deep = format!("{}{}", "{\"a\":".repeat(40), "}".repeat(40));
         assert!(parse(deep.as_bytes()).unwrap_err().1.contains("deeper"));
         let long = format!("{{\"a\": \"{}\"", "x".repeat(MAX_HEADER));
-        assert!(HeaderScan::default().feed(long.as_bytes()).unwrap_err().1.contains("larger"));
-        assert_eq!(parse(b"[1]").unwrap_err().1, "the header must be a JSON object");
+        assert!(
+            HeaderScan::default()
+                .feed(long.as_bytes())
+                .unwrap_err()
+                .1
+                .contains("larger")
+        );
+        assert_eq!(
+            parse(b"[1]").unwrap_err().1,
+            "the header must be a JSON object"
+        );
         assert!(parse(b"{} {}").unwrap_err().1.contains("more than one"));
-        assert_eq!(validate(&parse(br#"{"JSONSocketVersion": 2}"#).unwrap()).unwrap_err().0, 505);
+        assert_eq!(
+            validate(&parse(br#"{"JSONSocketVersion": 2}"#).unwrap())
+                .unwrap_err()
+                .0,
+            505
+        );
         assert!(validate(&parse(br#"{"JSONSocketVersion": 1}"#).unwrap()).is_ok());
     }
 }

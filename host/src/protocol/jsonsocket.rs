@@ -82,13 +82,21 @@ async fn read_json(
         None => Refusal(400, "the connection ended before the header".into()),
     };
     if framing == Framing::Datagram {
-        let message = rx.recv().await.map_err(|e| next(Some(e)))?.ok_or_else(|| next(None))?;
+        let message = rx
+            .recv()
+            .await
+            .map_err(|e| next(Some(e)))?
+            .ok_or_else(|| next(None))?;
         return Ok((json_header::parse(&message)?, Bytes::new()));
     }
     let mut buf = BytesMut::new();
     let mut scan = json_header::HeaderScan::default();
     loop {
-        let chunk = rx.recv().await.map_err(|e| next(Some(e)))?.ok_or_else(|| next(None))?;
+        let chunk = rx
+            .recv()
+            .await
+            .map_err(|e| next(Some(e)))?
+            .ok_or_else(|| next(None))?;
         buf.extend_from_slice(&chunk);
         if let Some(end) = scan.feed(&buf)? {
             let rest = buf.split_off(end).freeze();

@@ -2,9 +2,6 @@
 //! `log_prefix` and the session name, to `log_file` (`stdout`, `stderr` or a path;
 //! the proxy's log when unset).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -25,9 +22,9 @@ pub struct LoggerSpec {
 
 enum Sink {
     Tracing,
-    Stdout,
-    Stderr,
-    File(File),
+    /// stdout, stderr or a file, written by a thread of its own (never blocking the
+    /// session).
+    Writer(crate::logging::Sink),
 }
 
 pub struct Logger {
@@ -39,14 +36,8 @@ impl LoggerSpec {
     fn open(&self) -> std::io::Result<Logger> {
         let sink = match self.log_file.as_deref() {
             None | Some("") => Sink::Tracing,
-            Some("stdout") => Sink::Stdout,
-            Some("stderr") => Sink::Stderr,
-            Some(path) => Sink::File(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| crate::protocol::net::at(path, e))?,
+            Some(target) => Sink::Writer(
+                crate::logging::sink(target).map_err(|e| crate::protocol::net::at(target, e))?,
             ),
         };
         Ok(Logger {
@@ -71,17 +62,12 @@ impl Transform for Logger {
             cx.session,
             text
         );
-        let written = match &mut self.sink {
-            Sink::Tracing => {
-                tracing::info!(target: "l7mp::logger", "{}", line.trim_end());
-                Ok(())
-            }
-            Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-            Sink::File(f) => f.write_all(line.as_bytes()),
-        };
+        match &mut self.sink {
+            Sink::Tracing => tracing::info!(target: "l7mp::logger", "{}", line.trim_end()),
+            Sink::Writer(w) => crate::logging::write_line(w, line.as_bytes()),
+        }
         out.push(chunk);
-        written.map_err(|e| format!("Logger: {e}"))
+        Ok(())
     }
 }
 
@@ -113,6 +99,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, vec![Bytes::from_static(b"hello")]);
+        // Written by the sink's own thread, soon.
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            assert!(start.elapsed() < std::time::Duration::from_secs(5));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "in: s1: \"hello\"\n"
