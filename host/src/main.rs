@@ -33,9 +33,13 @@ struct Cli {
     /// Log level: silly, verbose, info, notice, warn, error, silent.
     #[arg(short = 'l', long = "log-level", value_name = "LEVEL")]
     log_level: Option<String>,
-    /// Strict mode: reject unknown fields in configs and API requests.
+    /// Strict mode, as the original's: configs and API requests are checked against
+    /// the schema (required properties, types, enums); unknown fields are reported.
     #[arg(short = 's', long = "strict")]
     strict: bool,
+    /// Unknown fields in configs and API requests are errors, not warnings.
+    #[arg(long = "reject-unknown-fields")]
+    reject_unknown_fields: bool,
     /// Check the config and exit: 0 when it is valid, 2 with the problem otherwise.
     /// Nothing is bound.
     #[arg(long = "check")]
@@ -52,6 +56,15 @@ struct Cli {
 }
 
 const DEFAULT_ADMIN: &str = "127.0.0.1:1234";
+
+impl Cli {
+    fn validation(&self) -> model::parse::Validation {
+        model::parse::Validation {
+            strict: self.strict,
+            reject_unknown: self.reject_unknown_fields,
+        }
+    }
+}
 
 /// A config file's `plugins[].path` are relative to the file, not to where l7mp runs.
 fn plugin_paths_relative_to(doc: &mut Value, dir: &std::path::Path) {
@@ -122,11 +135,7 @@ async fn run(cli: Cli) -> ExitCode {
         plugin_paths_relative_to(&mut doc, dir);
     }
     if cli.check {
-        let strict = cli.strict
-            || doc
-                .pointer("/admin/strict")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+        let strict = cli.validation().for_document(&doc);
         let mut builder = model::inline::Builder::new(&model::Snapshot::default(), strict);
         return match builder.add_config(&doc) {
             Ok(()) => {
@@ -144,7 +153,7 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => fail(format!("{source}: {e}")),
         };
     }
-    let proxy = proxy::Proxy::new(cli.strict);
+    let proxy = proxy::Proxy::new(cli.validation());
     if let Err(e) = proxy.load_config(doc).await {
         return fail(format!("{source}: {e}"));
     }

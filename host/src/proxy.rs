@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::logging;
 use crate::metrics;
 use crate::model::inline::Builder;
-use crate::model::parse::typed;
+use crate::model::parse::{Validation, typed};
 use crate::model::{Admin, ConfigError, Kind, Result, Snapshot};
 use crate::protocol::{ListenerContext, ListenerTask};
 use crate::session::Registry;
@@ -22,19 +22,20 @@ pub struct Proxy {
     write: tokio::sync::Mutex<()>,
     listeners: Mutex<HashMap<String, ListenerTask>>,
     pub sessions: Registry,
-    /// `-s` on the command line: strict schema checks whatever `admin.strict` says.
-    strict_flag: bool,
+    /// The command line's `-s` and `--reject-unknown-fields`, whatever the admin
+    /// settings say.
+    flags: Validation,
     this: Weak<Proxy>,
 }
 
 impl Proxy {
-    pub fn new(strict: bool) -> Arc<Proxy> {
+    pub fn new(flags: Validation) -> Arc<Proxy> {
         Arc::new_cyclic(|this| Proxy {
             config: ArcSwap::from_pointee(Snapshot::default()),
             write: tokio::sync::Mutex::new(()),
             listeners: Mutex::default(),
             sessions: Registry::default(),
-            strict_flag: strict,
+            flags,
             this: this.clone(),
         })
     }
@@ -43,8 +44,8 @@ impl Proxy {
         self.config.load_full()
     }
 
-    fn strict(&self, snap: &Snapshot) -> bool {
-        self.strict_flag || snap.admin.strict
+    fn strict(&self, snap: &Snapshot) -> Validation {
+        self.flags.with(&snap.admin)
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, ListenerTask>> {
@@ -80,19 +81,22 @@ impl Proxy {
     pub async fn add(
         &self,
         build: impl FnOnce(&mut Builder) -> Result<()> + Send + 'static,
-    ) -> Result<Vec<(Kind, String)>> {
+    ) -> Result<Built> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
         let strict = self.strict(&current);
         let builder = off_workers(move || {
             let mut builder = Builder::new(&current, strict);
             build(&mut builder)?;
-            Ok(builder)
+            Ok(builder.seal())
         })
         .await?;
         let created = builder.created.clone();
         self.commit(builder.snap, &created, HashMap::new()).await?;
-        Ok(created)
+        Ok(Built {
+            created,
+            warnings: builder.warnings,
+        })
     }
 
     /// Binds the listeners in `new_listeners`, then makes `snap` current; on a bind
@@ -127,7 +131,7 @@ impl Proxy {
 
     /// `PUT`: replaces an object. Established sessions keep their copied routes; a
     /// listener whose binding did not change keeps its socket.
-    pub async fn replace(&self, kind: Kind, name: &str, value: Value) -> Result<()> {
+    pub async fn replace(&self, kind: Kind, name: &str, value: Value) -> Result<Vec<String>> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
         exists(&current, kind, name)?;
@@ -163,9 +167,10 @@ impl Proxy {
                     builder.add_endpoint(&cluster, &value).map(drop)?
                 }
             }
-            Ok(builder)
+            Ok(builder.seal())
         })
         .await?;
+        let warnings = builder.warnings.clone();
         let mut keep = HashMap::new();
         if kind == Kind::Listener {
             let old = current.listeners[name].protocol.clone();
@@ -187,11 +192,12 @@ impl Proxy {
                     }
                     return Err(e);
                 }
-                return Ok(());
+                return Ok(warnings);
             }
         }
         let created = builder.created.clone();
-        self.commit(builder.snap, &created, keep).await
+        self.commit(builder.snap, &created, keep).await?;
+        Ok(warnings)
     }
 
     /// Deletes an object. `recursive` also deletes what it created inline and ends the
@@ -231,7 +237,7 @@ impl Proxy {
                         let state = session.state();
                         for stage in state
                             .stages()
-                            .filter(|s| s.endpoint.as_deref() == Some(n.as_str()))
+                            .filter(|s| s.endpoint_name() == Some(n.as_str()))
                         {
                             stage.kick.notify_one();
                         }
@@ -248,14 +254,10 @@ impl Proxy {
 
     /// `POST /api/v1/config`: makes `doc` the whole configuration. Unchanged listeners
     /// keep their sockets; sessions keep running on their copied routes.
-    pub async fn load_config(&self, doc: Value) -> Result<()> {
+    pub async fn load_config(&self, doc: Value) -> Result<Vec<String>> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
-        let strict = self.strict_flag
-            || doc
-                .pointer("/admin/strict")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+        let strict = self.flags.for_document(&doc);
         let base = Snapshot {
             admin: current.admin.clone(),
             ..Snapshot::default()
@@ -263,9 +265,10 @@ impl Proxy {
         let builder = off_workers(move || {
             let mut builder = Builder::new(&base, strict);
             builder.add_config(&doc)?;
-            Ok(builder)
+            Ok(builder.seal())
         })
         .await?;
+        let warnings = builder.warnings.clone();
         // Logging settings first: a log file that cannot be opened stops the load
         // before any listener is touched.
         apply_admin(&builder.snap.admin).map_err(ConfigError::invalid)?;
@@ -306,7 +309,7 @@ impl Proxy {
         {
             metrics::global().forget_listener(name);
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// `POST /api/v1/admin`: merges the given settings.
@@ -318,7 +321,8 @@ impl Proxy {
             return Err(ConfigError::invalid("admin must be an object"));
         };
         for (k, v) in fields {
-            if k == "version" {
+            // What GET /admin shows but nobody sets: a GET posted back is fine.
+            if READ_ONLY_ADMIN.contains(&k.as_str()) {
                 continue;
             }
             merged[k] = v.clone();
@@ -331,6 +335,12 @@ impl Proxy {
         self.config.store(Arc::new(next));
         Ok(())
     }
+}
+
+/// What a change created, and the unknown fields it accepted.
+pub struct Built {
+    pub created: Vec<(Kind, String)>,
+    pub warnings: Vec<String>,
 }
 
 /// Runs CPU-heavy work (parsing a body, building objects with their predicates and
@@ -348,6 +358,9 @@ pub async fn off_workers<T: Send + 'static>(
         .await
         .map_err(|e| ConfigError::new(500, format!("internal error: {e}")))?
 }
+
+/// Keys of `GET /api/v1/admin` that report state rather than settings.
+pub const READ_ONLY_ADMIN: &[&str] = &["version", "offload_status", "plugin_memory"];
 
 fn exists(snap: &Snapshot, kind: Kind, name: &str) -> Result<()> {
     if snap.contains(kind, name) {
@@ -401,8 +414,7 @@ fn autogenerated_tree(snap: &Snapshot, kind: Kind, name: &str) -> Vec<(Kind, Str
                 .routes
                 .get(&n)
                 .map(|r| {
-                    r.destination
-                        .iter()
+                    std::iter::once(&r.destination)
                         .chain(&r.ingress)
                         .chain(&r.egress)
                         .map(|c| (Kind::Cluster, c.clone()))

@@ -413,7 +413,7 @@ fn retries_fail_over_to_another_endpoint() {
     let mut client = tcp_connect(port);
     assert_eq!(tcp_exchange(&mut client, b"a", 3), b"1:a");
     eventually("the stage to fail over", || {
-        (proxy.sessions()[0]["destination"]["endpoint"] == "second").then_some(())
+        (proxy.sessions()[0]["destination"]["endpoint"]["name"] == "second").then_some(())
     });
     assert_eq!(tcp_exchange(&mut client, b"b", 3), b"2:b");
     // At setup too: a new session whose first endpoint refuses goes to the second.
@@ -493,7 +493,7 @@ fn a_session_whose_upstream_is_gone_ends() {
             proxy
                 .sessions()
                 .iter()
-                .all(|s| s["source"]["listener"] != name)
+                .all(|s| s["source"]["origin"] != name)
                 .then_some(())
         });
         drop(client);

@@ -121,7 +121,7 @@ fn jsonsocket_cluster_builds_its_header_from_metadata() {
     let upstream = proxy
         .sessions()
         .into_iter()
-        .find(|s| s["source"]["listener"] == "upstream" && s["status"] == "CONNECTED")
+        .find(|s| s["source"]["origin"] == "upstream" && s["status"] == "CONNECTED")
         .expect("the upstream session");
     assert_eq!(
         upstream["metadata"]["JSONSocket"],
@@ -133,7 +133,7 @@ fn jsonsocket_cluster_builds_its_header_from_metadata() {
         proxy
             .sessions()
             .into_iter()
-            .find(|s| s["source"]["listener"] == "front" && s["error"].is_string())
+            .find(|s| s["source"]["origin"] == "front" && s["error"].is_string())
     });
     assert!(
         failed["error"].as_str().unwrap().contains("answered 404"),

@@ -73,7 +73,7 @@ fn session_of(proxy: &Proxy, listener: &str) -> Value {
     proxy
         .sessions()
         .into_iter()
-        .find(|s| s["source"]["listener"] == listener)
+        .find(|s| s["source"]["origin"] == listener)
         .expect("a session")
 }
 

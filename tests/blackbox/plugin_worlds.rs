@@ -39,7 +39,7 @@ fn transforms_rewrite_both_directions_and_update_metadata() {
     let session = proxy
         .sessions()
         .into_iter()
-        .find(|s| s["source"]["listener"] == "rw")
+        .find(|s| s["source"]["origin"] == "rw")
         .unwrap();
     assert_eq!(session["metadata"]["rewritten"], 2, "{session}");
     let metrics = proxy.metrics();
@@ -307,7 +307,7 @@ fn hostile_plugins_end_only_what_they_serve() {
         proxy
             .sessions()
             .iter()
-            .find(|x| x["source"]["listener"] == "closing")
+            .find(|x| x["source"]["origin"] == "closing")
             .is_none_or(|x| x["status"] == "DESTROYED" || x["status"] == "FINALIZING")
             .then_some(())
     });

@@ -240,7 +240,7 @@ fn delete_is_refused_while_in_use_unless_drained_or_recursive() {
     let session = proxy
         .sessions()
         .into_iter()
-        .find(|s| s["source"]["listener"] == "used")
+        .find(|s| s["source"]["origin"] == "used")
         .expect("the session");
     assert_eq!(session["status"], "CONNECTED");
 
@@ -257,7 +257,7 @@ fn delete_is_refused_while_in_use_unless_drained_or_recursive() {
         proxy
             .sessions()
             .iter()
-            .all(|s| s["source"]["listener"] != "used2" || s["status"] == "DESTROYED")
+            .all(|s| s["source"]["origin"] != "used2" || s["status"] == "DESTROYED")
             .then_some(())
     });
 }

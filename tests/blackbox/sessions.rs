@@ -25,7 +25,7 @@ fn sessions_list_get_and_delete() {
     let (status, session) = proxy.get(&format!("/api/v1/sessions/{name}"));
     assert_eq!(status, 200);
     assert_eq!(session["status"], "CONNECTED");
-    assert_eq!(session["source"]["listener"], "echo");
+    assert_eq!(session["source"]["origin"], "echo");
     assert_eq!(session["destination"]["status"], "READY");
     assert!(
         session["ingress"].is_array() && session["egress"].is_array(),

@@ -141,7 +141,7 @@ fn retry_on_refused_connect_reaches_an_upstream_that_appears_later() {
     assert_eq!(&got, b"+early");
     let session = &proxy.sessions()[0];
     assert_eq!(session["status"], "CONNECTED");
-    assert_eq!(session["destination"]["endpoint"], "up-1");
+    assert_eq!(session["destination"]["endpoint"]["name"], "up-1");
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn recursive_endpoint_delete_moves_sessions_to_another_endpoint() {
         200
     );
     eventually("the stage to move", || {
-        (proxy.sessions()[0]["destination"]["endpoint"] == "second").then_some(())
+        (proxy.sessions()[0]["destination"]["endpoint"]["name"] == "second").then_some(())
     });
     assert_eq!(tcp_exchange(&mut client, b"y", 3), b"2:y");
 }

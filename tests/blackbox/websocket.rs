@@ -110,7 +110,7 @@ fn websocket_cluster_takes_path_and_headers_from_metadata() {
     let sessions = proxy.sessions();
     let upstream = sessions
         .iter()
-        .find(|s| s["source"]["listener"] == "backend")
+        .find(|s| s["source"]["origin"] == "backend")
         .expect("the backend session");
     assert_eq!(upstream["metadata"]["HTTP"]["url"]["path"], "/rewritten");
     assert_eq!(upstream["metadata"]["HTTP"]["headers"]["x-user"], "ann");

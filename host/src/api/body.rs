@@ -69,7 +69,10 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 /// An object or listing, in the format the query asks for.
 pub fn reply(query: &Query, body: &Value) -> ApiResult {
     match query.format.as_deref() {
-        None | Some("json") => Ok(json_response(StatusCode::OK, body)),
+        // The original's layouts of JSON (its schema's JSONFormat) all answer JSON.
+        None | Some("json" | "plain" | "terse" | "space" | "lines" | "diffy") => {
+            Ok(json_response(StatusCode::OK, body))
+        }
         Some("yaml") => {
             let text =
                 serde_yaml::to_string(body).map_err(|e| ConfigError::new(500, e.to_string()))?;
@@ -81,29 +84,35 @@ pub fn reply(query: &Query, body: &Value) -> ApiResult {
             Ok(resp)
         }
         Some(other) => {
-            Err(ConfigError::malformed(format!("unknown format '{other}' (json or yaml)")).into())
+            Err(ConfigError::malformed(format!(
+                "unknown format '{other}' (json, yaml, or the original's plain, terse, space, lines, diffy)"
+            ))
+            .into())
         }
     }
 }
 
-/// `{"status": 200, "message": "OK"}`.
-pub fn ok() -> ApiResult {
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "status": 200, "message": "OK" }),
-    ))
+/// `{"status": 200, "message": "OK"}`, with the unknown fields the change accepted.
+pub fn ok(warnings: &[String]) -> ApiResult {
+    let mut body = json!({ "status": 200, "message": "OK" });
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// OK, naming the first object a POST created (the one its body described).
-pub fn created(objects: &[(crate::model::Kind, String)]) -> ApiResult {
-    let first = objects
+pub fn created(built: &crate::proxy::Built) -> ApiResult {
+    let first = built
+        .created
         .first()
         .map(|(_, name)| name.as_str())
         .unwrap_or_default();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "status": 200, "message": "OK", "created": first }),
-    ))
+    let mut body = json!({ "status": 200, "message": "OK", "created": first });
+    if !built.warnings.is_empty() {
+        body["warnings"] = json!(built.warnings);
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// A request body: read within `admin.http` (size at once from `Content-Length`, then
@@ -136,12 +145,7 @@ impl Document {
     /// The object in `{<key>: {...}}`, or the body itself when it is not wrapped. An
     /// object kind's body must be an object either way.
     pub fn unwrap_as(self, key: &str) -> Result<Value, ApiError> {
-        let value = match self.0 {
-            Value::Object(mut obj) if obj.len() == 1 && obj.contains_key(key) => {
-                obj.remove(key).unwrap_or_default()
-            }
-            v => v,
-        };
+        let value = self.unwrapped(key);
         if value.is_object() {
             Ok(value)
         } else {
@@ -150,6 +154,16 @@ impl Document {
                 kind_of(&value)
             ))
             .into())
+        }
+    }
+}
+
+impl Document {
+    /// What `{<key>: ...}` wraps (whatever else the wrapper holds), or the body itself.
+    pub fn unwrapped(self, key: &str) -> Value {
+        match self.0 {
+            Value::Object(mut obj) if obj.contains_key(key) => obj.remove(key).unwrap_or_default(),
+            v => v,
         }
     }
 }
@@ -165,10 +179,18 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// The syntax a `Content-Type` announces; none at all means "either".
+/// The media types a body may come in, as the original took them.
+const MEDIA_TYPES: &str = "application/json, application/x-json, text/json, text/x-json, \
+    application/yaml, application/x-yaml, text/yaml or text/x-yaml";
+
+/// The syntax a `Content-Type` announces (with or without parameters). A body without
+/// one is refused, as the original refused it: a web page cannot send JSON to the API
+/// without a preflight, so the type is also what keeps cross-site requests out.
 fn media_type(headers: &HeaderMap) -> Result<parse::Syntax, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(parse::Syntax::Any);
+        return Err(
+            ConfigError::new(415, format!("the body needs a Content-Type: {MEDIA_TYPES}")).into(),
+        );
     };
     let essence = value
         .to_str()

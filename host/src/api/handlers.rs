@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::{ApiResult, Document, Query, created, ok, reply};
-use crate::model::inline::Builder;
+use crate::model::inline::{Builder, CONFIG_SECTIONS};
 use crate::model::{ConfigError, Kind, RuleList, render};
 use crate::proxy::Proxy;
 
@@ -30,30 +30,55 @@ pub async fn metrics() -> Response {
     resp
 }
 
-pub async fn get_config(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
-    reply(&q, &render::config(&proxy.snapshot()))
+fn session_views(proxy: &Proxy) -> Vec<crate::session::view::SessionView> {
+    let snap = proxy.snapshot();
+    proxy.sessions.all().iter().map(|s| s.view(&snap)).collect()
 }
 
-pub async fn post_config(State(proxy): Proxied, doc: Document) -> ApiResult {
-    let doc = doc.unwrap_as("config")?;
-    proxy.load_config(doc).await?;
-    ok()
-}
-
-pub async fn get_admin(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
+/// The admin settings as `GET /admin` shows them: with the version and what the
+/// proxy reports about its state.
+fn admin_view(proxy: &Proxy) -> Value {
     let mut admin = serde_json::to_value(&proxy.snapshot().admin).unwrap_or_default();
     admin["version"] = json!(env!("CARGO_PKG_VERSION"));
     let offload = crate::offload::global();
     admin["offload_status"] = json!({ "active": offload.active(), "reason": offload.reason() });
     let (held_mb, budget_mb) = crate::plugin::memory::usage_mb();
     admin["plugin_memory"] = json!({ "held_mb": held_mb, "budget_mb": budget_mb });
-    reply(&q, &admin)
+    admin
+}
+
+pub async fn get_config(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
+    let mut doc = render::config(&proxy.snapshot());
+    doc["admin"] = admin_view(&proxy);
+    doc["sessions"] = render::to_json(&session_views(&proxy));
+    reply(&q, &doc)
+}
+
+pub async fn post_config(State(proxy): Proxied, doc: Document) -> ApiResult {
+    let doc = doc.unwrap_as("config")?;
+    // Unlike a config file, a posted config replaces a running one: a misdirected
+    // body (say `{"listener": ...}` meant for /listeners) must not empty the proxy.
+    if let Some(unknown) = doc
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !CONFIG_SECTIONS.contains(&k.as_str())))
+    {
+        return Err(ConfigError::invalid(format!(
+            "config: unknown section '{unknown}' (POST /api/v1/config replaces the whole configuration)"
+        ))
+        .into());
+    }
+    let warnings = proxy.load_config(doc).await?;
+    ok(&warnings)
+}
+
+pub async fn get_admin(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
+    reply(&q, &admin_view(&proxy))
 }
 
 pub async fn post_admin(State(proxy): Proxied, doc: Document) -> ApiResult {
     let admin = doc.unwrap_as("admin")?;
     proxy.update_admin(&admin).await?;
-    ok()
+    ok(&[])
 }
 
 pub async fn list_objects(
@@ -120,8 +145,8 @@ pub async fn put_object(
 ) -> ApiResult {
     let kind = kind(&collection)?;
     let value = doc.unwrap_as(kind.singular())?;
-    proxy.replace(kind, &name, value).await?;
-    ok()
+    let warnings = proxy.replace(kind, &name, value).await?;
+    ok(&warnings)
 }
 
 pub async fn delete_object(
@@ -131,12 +156,11 @@ pub async fn delete_object(
 ) -> ApiResult {
     let kind = kind(&collection)?;
     proxy.delete(kind, &name, q.recursive()).await?;
-    ok()
+    ok(&[])
 }
 
 pub async fn list_sessions(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
-    let all: Vec<Value> = proxy.sessions.all().iter().map(|s| s.to_json()).collect();
-    reply(&q, &Value::Array(all))
+    reply(&q, &render::to_json(&session_views(&proxy)))
 }
 
 pub async fn get_session(
@@ -148,7 +172,7 @@ pub async fn get_session(
         .sessions
         .get(&name)
         .ok_or_else(|| ConfigError::not_found(format!("session '{name}' not found")))?;
-    reply(&q, &session.to_json())
+    reply(&q, &render::to_json(&session.view(&proxy.snapshot())))
 }
 
 pub async fn delete_session(State(proxy): Proxied, Path(name): Path<String>) -> ApiResult {
@@ -161,7 +185,7 @@ pub async fn delete_session(State(proxy): Proxied, Path(name): Path<String>) -> 
     } else {
         session.kill.cancel();
     }
-    ok()
+    ok(&[])
 }
 
 pub async fn list_endpoints(
@@ -174,10 +198,7 @@ pub async fn list_endpoints(
         .clusters
         .get(&cluster)
         .ok_or_else(|| ConfigError::not_found(format!("cluster '{cluster}' not found")))?;
-    reply(
-        &q,
-        &Value::Array(c.endpoints.iter().map(|e| render::endpoint(e)).collect()),
-    )
+    reply(&q, &render::to_json(&render::endpoints(c)))
 }
 
 pub async fn post_endpoint(
@@ -232,7 +253,10 @@ pub async fn get_rule_at(
         .rules
         .get(rule_name)
         .ok_or_else(|| ConfigError::not_found(format!("rule '{rule_name}' not found")))?;
-    reply(&q, &render::rule(&snap, rule, q.recursive()))
+    reply(
+        &q,
+        &render::to_json(&render::rule(&snap, rule, q.recursive())),
+    )
 }
 
 fn with_rules(rl: &RuleList, rules: Vec<String>) -> Arc<RuleList> {
@@ -248,7 +272,11 @@ pub async fn post_rule_at(
     Path((name, pos)): Path<(String, String)>,
     doc: Document,
 ) -> ApiResult {
-    let value = doc.unwrap_as("rule")?;
+    // A rule object, or the name of an existing rule (the schema's RuleRequestUnchecked).
+    let value = match doc.unwrapped("rule") {
+        name @ Value::String(_) => name,
+        other => Document(other).unwrap_as("rule")?,
+    };
     let created_objects = proxy
         .add(move |b: &mut Builder| {
             let rl =
@@ -286,14 +314,9 @@ pub async fn delete_rule_at(
             Ok(())
         })
         .await?;
-    if q.recursive()
-        && proxy
-            .snapshot()
-            .rules
-            .get(&rule)
-            .is_some_and(|r| r.autogenerated)
-    {
+    // Recursive: the rule goes too, as the schema says (and what it made inline).
+    if q.recursive() && proxy.snapshot().rules.contains_key(&rule) {
         proxy.delete(Kind::Rule, &rule, true).await?;
     }
-    ok()
+    ok(&[])
 }

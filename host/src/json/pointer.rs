@@ -132,6 +132,19 @@ impl serde::Serialize for Pointer {
     }
 }
 
+/// In the API's OpenAPI document: a string of at most [`MAX_LEN`] bytes.
+impl utoipa::PartialSchema for Pointer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(MAX_LEN))
+            .description(Some("A JSON pointer (a leading '/' may be left out)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Pointer {}
+
 fn child_mut<'a>(cur: &'a mut Value, token: &str, path: &str) -> Result<&'a mut Value, String> {
     if let Value::Array(items) = cur {
         let index = array_index(token, items.len(), path)?;

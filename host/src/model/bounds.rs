@@ -34,6 +34,20 @@ pub fn in_range<T: PartialOrd + Display>(value: T, lo: T, hi: T, unit: &str) -> 
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct Seconds(f64);
 
+/// In the API's OpenAPI document: a number from 0 to [`MAX_SECONDS`].
+impl utoipa::PartialSchema for Seconds {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .minimum(Some(0.0))
+            .maximum(Some(MAX_SECONDS))
+            .description(Some("Seconds"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Seconds {}
+
 impl Seconds {
     pub fn new(secs: f64) -> Result<Seconds, String> {
         if !secs.is_finite() {

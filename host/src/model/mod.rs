@@ -8,6 +8,7 @@ pub mod inline;
 pub mod objects;
 pub mod parse;
 pub mod render;
+pub mod view;
 
 pub use error::{ConfigError, Result};
 pub use objects::*;

@@ -1,6 +1,6 @@
 //! Stored objects, after inline objects have been lifted to the top level.
 
-use std::collections::BTreeMap;
+use indexmap::IndexMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,10 @@ pub struct Admin {
     pub access_log_path: Option<String>,
     #[serde(default)]
     pub strict: bool,
+    /// Unknown fields are a 422 instead of a warning (off by default: the original's
+    /// schema allows additional properties, and its clients send them).
+    #[serde(default)]
+    pub reject_unknown_fields: bool,
     #[serde(default = "default_offload")]
     pub offload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +145,7 @@ impl Default for Admin {
             log_file: default_log_file(),
             access_log_path: None,
             strict: false,
+            reject_unknown_fields: false,
             offload: default_offload(),
             offload_ifs: None,
             http: HttpLimits::default(),
@@ -152,7 +157,7 @@ impl Default for Admin {
 }
 
 /// `listener.options`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ListenerOptions {
     /// Seconds to keep ended sessions visible in the session list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,7 +224,7 @@ pub struct EndpointSpec {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LoadBalancerSpec {
     #[serde(default = "default_policy")]
     pub policy: String,
@@ -284,7 +289,7 @@ pub struct Rule {
 }
 
 /// When a stage is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryOn {
     Never,
@@ -293,7 +298,7 @@ pub enum RetryOn {
     Always,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Retry {
     #[serde(default = "default_retry_on")]
     pub retry_on: RetryOn,
@@ -336,7 +341,7 @@ impl Retry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
-    pub destination: Option<String>,
+    pub destination: String,
     pub ingress: Vec<String>,
     pub egress: Vec<String>,
     pub retry: Retry,
@@ -347,12 +352,12 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub admin: Admin,
-    pub listeners: BTreeMap<String, Arc<Listener>>,
-    pub clusters: BTreeMap<String, Arc<Cluster>>,
-    pub endpoints: BTreeMap<String, Arc<Endpoint>>,
-    pub rulelists: BTreeMap<String, Arc<RuleList>>,
-    pub rules: BTreeMap<String, Arc<Rule>>,
-    pub routes: BTreeMap<String, Arc<Route>>,
+    pub listeners: IndexMap<String, Arc<Listener>>,
+    pub clusters: IndexMap<String, Arc<Cluster>>,
+    pub endpoints: IndexMap<String, Arc<Endpoint>>,
+    pub rulelists: IndexMap<String, Arc<RuleList>>,
+    pub rules: IndexMap<String, Arc<Rule>>,
+    pub routes: IndexMap<String, Arc<Route>>,
 }
 
 /// The object kinds, as the REST API names their collections.
@@ -419,23 +424,23 @@ impl Snapshot {
     pub fn remove(&mut self, kind: Kind, name: &str) {
         match kind {
             Kind::Listener => {
-                self.listeners.remove(name);
+                self.listeners.shift_remove(name);
             }
             Kind::Cluster => {
-                if let Some(cluster) = self.clusters.remove(name) {
+                if let Some(cluster) = self.clusters.shift_remove(name) {
                     for ep in &cluster.endpoints {
                         if self
                             .endpoints
                             .get(&ep.name)
                             .is_some_and(|e| e.cluster == cluster.name)
                         {
-                            self.endpoints.remove(&ep.name);
+                            self.endpoints.shift_remove(&ep.name);
                         }
                     }
                 }
             }
             Kind::Endpoint => {
-                if let Some(ep) = self.endpoints.remove(name)
+                if let Some(ep) = self.endpoints.shift_remove(name)
                     && let Some(cluster) = self.clusters.get(&ep.cluster).cloned()
                 {
                     let endpoints = cluster
@@ -451,13 +456,13 @@ impl Snapshot {
                 }
             }
             Kind::RuleList => {
-                self.rulelists.remove(name);
+                self.rulelists.shift_remove(name);
             }
             Kind::Rule => {
-                self.rules.remove(name);
+                self.rules.shift_remove(name);
             }
             Kind::Route => {
-                self.routes.remove(name);
+                self.routes.shift_remove(name);
             }
         }
     }

@@ -1,13 +1,67 @@
 //! Typed parsing of JSON values into config structs, with the failing field's path in
-//! the error and, in strict mode, unknown fields rejected instead of ignored.
+//! the error. Unknown fields are accepted (the original's schema allows additional
+//! properties, and its clients send them): reported in strict mode, rejected only when
+//! asked to ([`Validation::reject_unknown`]).
+
+use std::cell::RefCell;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::{ConfigError, Result};
 
+/// How strictly requests and configs are checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Validation {
+    /// The original's strict mode (`-s`, `admin.strict`): the schema's required
+    /// properties, types and enums are enforced; unknown fields are reported.
+    pub strict: bool,
+    /// Unknown fields are a 422 (`--reject-unknown-fields`,
+    /// `admin.reject_unknown_fields`), for users who want typos caught.
+    pub reject_unknown: bool,
+}
+
+impl Validation {
+    pub const LENIENT: Validation = Validation {
+        strict: false,
+        reject_unknown: false,
+    };
+
+    /// These flags (from the command line) or what `admin` turns on.
+    pub fn with(self, admin: &super::Admin) -> Validation {
+        Validation {
+            strict: self.strict || admin.strict,
+            reject_unknown: self.reject_unknown || admin.reject_unknown_fields,
+        }
+    }
+
+    /// These flags or what a whole config document's `admin` turns on.
+    pub fn for_document(self, doc: &Value) -> Validation {
+        let on = |key: &str| {
+            doc.get("admin")
+                .and_then(|a| a.get(key))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        Validation {
+            strict: self.strict || on("strict"),
+            reject_unknown: self.reject_unknown || on("reject_unknown_fields"),
+        }
+    }
+}
+
+thread_local! {
+    /// Unknown fields seen while building on this thread, for the API's answer.
+    static UNKNOWN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The unknown fields reported since the last call (on this thread).
+pub fn take_unknown_fields() -> Vec<String> {
+    UNKNOWN.with_borrow_mut(std::mem::take)
+}
+
 /// Parses `value` as `T`. `what` names the object for the error message.
-pub fn typed<T: DeserializeOwned>(value: &Value, what: &str, strict: bool) -> Result<T> {
+pub fn typed<T: DeserializeOwned>(value: &Value, what: &str, v: Validation) -> Result<T> {
     let mut unknown = Vec::new();
     let parsed: T = {
         let mut track =
@@ -23,18 +77,51 @@ pub fn typed<T: DeserializeOwned>(value: &Value, what: &str, strict: bool) -> Re
             }
         })?
     };
-    if strict && !unknown.is_empty() {
+    report_unknown(what, &unknown, v)?;
+    Ok(parsed)
+}
+
+/// Reports fields the model does not know: a 422 when they are refused, else a warning
+/// (strict mode) or a debug line, and a note for the API's answer.
+pub fn report_unknown(what: &str, unknown: &[String], v: Validation) -> Result<()> {
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list = unknown
+        .iter()
+        .map(|u| format!("'{u}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let plural = if unknown.len() > 1 { "s" } else { "" };
+    if v.reject_unknown {
         return Err(ConfigError::invalid(format!(
-            "{what}: unknown field{} {} (strict mode)",
-            if unknown.len() > 1 { "s" } else { "" },
-            unknown
-                .iter()
-                .map(|u| format!("'{u}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "{what}: unknown field{plural} {list} (reject_unknown_fields is on)"
         )));
     }
-    Ok(parsed)
+    if v.strict {
+        tracing::warn!("{what}: unknown field{plural} {list} accepted");
+    } else {
+        tracing::debug!("{what}: unknown field{plural} {list} ignored");
+    }
+    UNKNOWN.with_borrow_mut(|all| {
+        all.extend(
+            unknown
+                .iter()
+                .map(|u| format!("{what}: unknown field '{u}'")),
+        )
+    });
+    Ok(())
+}
+
+/// In strict mode, fails unless `object` has `field` (a property the schema requires
+/// that has a default here).
+pub fn require(v: Validation, object: &Value, field: &str, what: &str) -> Result<()> {
+    if v.strict && object.get(field).is_none() {
+        return Err(ConfigError::invalid(format!(
+            "{what}: '{field}' is required (strict mode)"
+        )));
+    }
+    Ok(())
 }
 
 /// The deepest a config document may nest. Real configs nest about a dozen levels
@@ -198,20 +285,33 @@ mod tests {
         let e = typed::<Spec>(
             &json!({"port": 1, "inner": {"address": 5}}),
             "listener 'l'",
-            false,
+            Validation::LENIENT,
         )
         .unwrap_err();
         assert_eq!(e.status, 422);
         assert!(e.message.contains("field 'inner.address'"), "{e}");
-        let e = typed::<Spec>(&json!({"port": "x"}), "l", false).unwrap_err();
+        let e = typed::<Spec>(&json!({"port": "x"}), "l", Validation::LENIENT).unwrap_err();
         assert!(e.message.contains("field 'port'"), "{e}");
     }
 
     #[test]
-    fn strict_rejects_unknown_fields() {
+    fn unknown_fields_are_accepted_and_reported_unless_rejected() {
         let v = json!({"port": 1, "prot": "x", "inner": {"address": "a", "b": 1}});
-        assert!(typed::<Spec>(&v, "l", false).is_ok());
-        let e = typed::<Spec>(&v, "l", true).unwrap_err();
+        let _ = take_unknown_fields();
+        let strict = Validation {
+            strict: true,
+            reject_unknown: false,
+        };
+        assert!(typed::<Spec>(&v, "l", strict).is_ok());
+        assert_eq!(
+            take_unknown_fields(),
+            vec!["l: unknown field 'inner.b'", "l: unknown field 'prot'"]
+        );
+        let reject = Validation {
+            strict: true,
+            reject_unknown: true,
+        };
+        let e = typed::<Spec>(&v, "l", reject).unwrap_err();
         assert!(
             e.message.contains("'prot'") && e.message.contains("'inner.b'"),
             "{e}"

@@ -4,6 +4,7 @@
 //! (under `codec`) routes the session, and every message travels on as one chunk.
 //! Answers are encoded on their way back to the client.
 
+use crate::model::parse::Validation;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ impl CodecListener {
     pub fn new(
         transport: Arc<dyn ListenerProtocol>,
         spec: &Value,
-        strict: bool,
+        strict: Validation,
     ) -> Result<CodecListener> {
         let usage = PluginUse::parse(spec, "spec.codec", &[], strict, World::Codec)?;
         Ok(CodecListener {

@@ -16,8 +16,14 @@ pub struct PluginMatcher {
 
 impl PluginMatcher {
     pub fn compile(spec: &Value) -> Result<PluginMatcher, String> {
-        let usage =
-            PluginUse::parse(spec, "match", &[], false, World::Matcher).map_err(|e| e.message)?;
+        let usage = PluginUse::parse(
+            spec,
+            "match",
+            &[],
+            crate::model::parse::Validation::LENIENT,
+            World::Matcher,
+        )
+        .map_err(|e| e.message)?;
         Ok(PluginMatcher {
             usage: Arc::new(usage),
         })

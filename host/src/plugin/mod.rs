@@ -29,6 +29,7 @@ mod registry;
 pub mod transform;
 pub mod usage;
 
+use crate::model::parse::Validation;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -208,7 +209,7 @@ struct FileEntry {
 
 /// Loads a plugin listed in the config (`plugins: [{name, path, version}]`), unless its
 /// current version already has these bytes.
-pub fn load_from_config(entry: &serde_json::Value, strict: bool) -> crate::model::Result<()> {
+pub fn load_from_config(entry: &serde_json::Value, strict: Validation) -> crate::model::Result<()> {
     use crate::model::ConfigError;
     let entry: FileEntry = crate::model::parse::typed(entry, "plugins[]", strict)?;
     let context = |e: ConfigError| e.context(format!("plugin '{}'", entry.name));

@@ -3,6 +3,7 @@
 //! the plugin's current version and its own `session` resource in it; it keeps that
 //! version until it ends, whatever is uploaded meanwhile.
 
+use crate::model::parse::Validation;
 use std::io;
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ pub struct WasmCluster {
 }
 
 impl WasmCluster {
-    pub fn from_spec(spec: &Value, strict: bool) -> Result<WasmCluster> {
+    pub fn from_spec(spec: &Value, strict: Validation) -> Result<WasmCluster> {
         let usage = PluginUse::parse(spec, "spec", &["protocol"], strict, World::Transform)?;
         Ok(WasmCluster {
             usage: Arc::new(usage),
@@ -45,6 +46,9 @@ fn plugin_gone(name: &str) -> io::Error {
 impl ClusterProtocol for WasmCluster {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn is_virtual(&self) -> bool {
+        true
     }
     fn plugin(&self) -> Option<&str> {
         Some(&self.usage.plugin)

@@ -1,6 +1,7 @@
 //! How a config object uses a plugin: `{plugin, config, on_fault, limits, grants}`,
 //! the same shape for a `Wasm` cluster, a listener's `codec` and a rule's `match`.
 
+use crate::model::parse::Validation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -169,7 +170,7 @@ impl PluginUse {
         value: &Value,
         at: &str,
         skip: &[&str],
-        strict: bool,
+        strict: Validation,
         world: super::World,
     ) -> crate::model::Result<PluginUse> {
         let mut rest = value.clone();

@@ -22,6 +22,9 @@ impl ClusterProtocol for ServiceCluster {
     fn name(&self) -> &'static str {
         self.name
     }
+    fn is_virtual(&self) -> bool {
+        true
+    }
     async fn connect(&self, _target: Target<'_>) -> io::Result<Stage> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,

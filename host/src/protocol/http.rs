@@ -10,6 +10,7 @@
 //! - a WebSocket upgrade request becomes a WebSocket session on the same port, routed
 //!   like one accepted by a `WebSocket` listener.
 
+use crate::model::parse::Validation;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -107,8 +108,7 @@ pub fn serves_controller(snap: &Snapshot, listener: &str) -> bool {
                 .route
                 .as_ref()
                 .and_then(|r| snap.routes.get(r))
-                .and_then(|route| route.destination.as_ref())
-                .and_then(|c| snap.clusters.get(c));
+                .and_then(|route| snap.clusters.get(&route.destination));
             if cluster.is_some_and(|c| c.protocol.name() == CONTROLLER) {
                 return true;
             }
@@ -202,12 +202,7 @@ async fn handle(
                 return error_reply(StatusCode::NOT_FOUND, &e);
             }
         };
-    let Some(cluster) = route
-        .destination
-        .as_ref()
-        .and_then(|c| snap.clusters.get(c))
-        .cloned()
-    else {
+    let Some(cluster) = snap.clusters.get(&route.destination).cloned() else {
         return error_reply(
             StatusCode::BAD_GATEWAY,
             &format!(
@@ -363,7 +358,7 @@ impl std::fmt::Debug for HttpCluster {
 }
 
 impl HttpCluster {
-    pub fn from_spec(spec: &Value, strict: bool) -> crate::model::Result<HttpCluster> {
+    pub fn from_spec(spec: &Value, strict: Validation) -> crate::model::Result<HttpCluster> {
         let spec: HttpClusterSpec = crate::model::parse::typed(spec, "spec", strict)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);

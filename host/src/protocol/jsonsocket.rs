@@ -12,6 +12,7 @@
 //! Over byte streams the header is the first complete JSON value; what follows it is
 //! data.
 
+use crate::model::parse::Validation;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,10 @@ const TRANSPORTS: &[&str] = &[
     "UnixDomainSocket",
     "UnixDomainDgram",
 ];
+/// A cluster may also run over these (as the original's schema allows): Stdio is a
+/// byte stream with a peer on its other end; Echo and Discard are in-process, with no
+/// peer to answer a handshake, so over them the cluster is their stage as it is.
+const CLUSTER_ONLY_TRANSPORTS: &[&str] = &["Stdio", "Echo", "Discard"];
 
 #[derive(Deserialize)]
 struct Spec {
@@ -50,18 +55,32 @@ struct Spec {
     header: Vec<Value>,
 }
 
-fn transport_of(spec: &Spec) -> Result<()> {
+fn transport_of(spec: &Spec, cluster: bool) -> Result<()> {
     let name = spec
         .transport
         .get("protocol")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if TRANSPORTS.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+    let extra: &[&str] = if cluster {
+        CLUSTER_ONLY_TRANSPORTS
+    } else {
+        &[]
+    };
+    if TRANSPORTS
+        .iter()
+        .chain(extra)
+        .any(|t| t.eq_ignore_ascii_case(name))
+    {
         Ok(())
     } else {
         Err(ConfigError::invalid(format!(
             "spec.transport: JSONSocket runs over {}, not '{name}'",
-            TRANSPORTS.join(", ")
+            TRANSPORTS
+                .iter()
+                .chain(extra)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 }
@@ -150,9 +169,9 @@ pub struct JsonSocketListener {
 }
 
 impl JsonSocketListener {
-    pub fn from_spec(spec: &Value, strict: bool) -> Result<JsonSocketListener> {
+    pub fn from_spec(spec: &Value, strict: Validation) -> Result<JsonSocketListener> {
         let parsed: Spec = typed(spec, "spec", strict)?;
-        transport_of(&parsed)?;
+        transport_of(&parsed, false)?;
         let transport = registry::listener(&parsed.transport, strict)
             .map_err(|e| e.context("spec.transport"))?;
         Ok(JsonSocketListener { transport })
@@ -261,9 +280,9 @@ pub struct JsonSocketCluster {
 }
 
 impl JsonSocketCluster {
-    pub fn from_spec(spec: &Value, strict: bool) -> Result<JsonSocketCluster> {
+    pub fn from_spec(spec: &Value, strict: Validation) -> Result<JsonSocketCluster> {
         let parsed: Spec = typed(spec, "spec", strict)?;
-        transport_of(&parsed)?;
+        transport_of(&parsed, true)?;
         let transport = registry::cluster(&parsed.transport, strict)
             .map_err(|e| e.context("spec.transport"))?;
         let header = parsed
@@ -303,11 +322,10 @@ impl ClusterProtocol for JsonSocketCluster {
     /// engine bounds the whole connect by the route's retry timeout).
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
         let header = self.header_for(target.metadata);
-        let Stage::Conn(conn) = self.transport.connect(target).await? else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "JSONSocket needs a network transport",
-            ));
+        let conn = match self.transport.connect(target).await? {
+            Stage::Conn(conn) => conn,
+            // No peer in-process to answer a handshake.
+            in_process => return Ok(in_process),
         };
         let (framing, peer, udp) = (conn.framing, conn.peer.clone(), conn.udp.clone());
         let (mut rx, mut tx) = conn.into_halves();

@@ -247,6 +247,11 @@ pub trait ClusterProtocol: Send + Sync + fmt::Debug {
     fn needs_endpoint(&self) -> bool {
         false
     }
+    /// An in-process cluster (a transform, the API, a Sync group): it lists one
+    /// endpoint at `<VIRTUAL>`, as the original's virtual clusters did.
+    fn is_virtual(&self) -> bool {
+        false
+    }
     /// The Wasm plugin the cluster runs, if it does.
     fn plugin(&self) -> Option<&str> {
         None

@@ -2,6 +2,7 @@
 //! (configs in the wild write `L7MPController` as well as `L7mpController`). Each
 //! protocol parses its own typed spec, so errors name the field.
 
+use crate::model::parse::Validation;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -39,7 +40,7 @@ fn unknown(kind: &str, protocol: &str, known: &[&str]) -> ConfigError {
     ))
 }
 
-fn parse<T: DeserializeOwned>(spec: &Value, strict: bool) -> Result<T> {
+fn parse<T: DeserializeOwned>(spec: &Value, strict: Validation) -> Result<T> {
     typed(spec, "spec", strict)
 }
 
@@ -53,14 +54,14 @@ struct BareSpec {
 /// A cluster whose spec is just its protocol (strict mode still rejects extra fields).
 fn bare(
     spec: &Value,
-    strict: bool,
+    strict: Validation,
     cluster: impl ClusterProtocol + 'static,
 ) -> Result<Arc<dyn ClusterProtocol>> {
     parse::<BareSpec>(spec, strict)?;
     Ok(Arc::new(cluster))
 }
 
-fn pipe_spec(spec: &Value, strict: bool) -> Result<pipe::PipeSpec> {
+fn pipe_spec(spec: &Value, strict: Validation) -> Result<pipe::PipeSpec> {
     let pipe: pipe::PipeSpec = parse(spec, strict)?;
     pipe.validate()
         .map_err(|e| ConfigError::invalid(format!("spec: {e}")))?;
@@ -83,7 +84,7 @@ const LISTENERS: &[&str] = &[
 /// Transports a Wasm `codec` may frame.
 const CODEC_TRANSPORTS: &[&str] = &["tcp", "udp", "unixdomainsocket"];
 
-pub fn listener(spec: &Value, strict: bool) -> Result<Arc<dyn ListenerProtocol>> {
+pub fn listener(spec: &Value, strict: Validation) -> Result<Arc<dyn ListenerProtocol>> {
     let protocol = protocol_of(spec)?;
     if let Some(codec) = spec.get("codec") {
         if !CODEC_TRANSPORTS.contains(&protocol.to_ascii_lowercase().as_str()) {
@@ -143,7 +144,7 @@ const CLUSTERS: &[&str] = &[
     controller::PROMETHEUS,
 ];
 
-pub fn cluster(spec: &Value, strict: bool) -> Result<Arc<dyn ClusterProtocol>> {
+pub fn cluster(spec: &Value, strict: Validation) -> Result<Arc<dyn ClusterProtocol>> {
     let protocol = protocol_of(spec)?;
     Ok(match protocol.to_ascii_lowercase().as_str() {
         "tcp" => Arc::new(parse::<tcp::TcpClusterSpec>(spec, strict)?),
@@ -188,45 +189,56 @@ mod tests {
     #[test]
     fn names_are_case_insensitive() {
         assert_eq!(
-            cluster(&json!({"protocol": "L7MPController"}), false)
+            cluster(&json!({"protocol": "L7MPController"}), Validation::LENIENT)
                 .unwrap()
                 .name(),
             "L7mpController"
         );
-        assert!(listener(&json!({"protocol": "udp", "port": 1}), false).is_ok());
+        assert!(listener(&json!({"protocol": "udp", "port": 1}), Validation::LENIENT).is_ok());
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
         let e = |r: Result<Arc<dyn ClusterProtocol>>| r.unwrap_err().message;
         assert!(
-            e(cluster(&json!({"protocol": "Wasm", "plugin": "p"}), false))
-                .starts_with("spec: plugin 'p' is not loaded")
+            e(cluster(
+                &json!({"protocol": "Wasm", "plugin": "p"}),
+                Validation::LENIENT
+            ))
+            .starts_with("spec: plugin 'p' is not loaded")
         );
         assert!(
             listener(
                 &json!({"protocol": "WebSocket", "port": 1, "codec": {"plugin": "p"}}),
-                false
+                Validation::LENIENT
             )
             .unwrap_err()
             .message
             .contains("a codec frames TCP, UDP or UnixDomainSocket listeners")
         );
         assert!(
-            e(cluster(&json!({"protocol": "Bogus"}), false))
+            e(cluster(&json!({"protocol": "Bogus"}), Validation::LENIENT))
                 .starts_with("unknown cluster protocol 'Bogus'")
         );
         assert_eq!(
-            e(cluster(&json!({"port": 1}), false)),
+            e(cluster(&json!({"port": 1}), Validation::LENIENT)),
             "spec.protocol is required"
         );
-        let l = listener(&json!({"protocol": "TCP", "port": "eighty"}), false).unwrap_err();
+        let l = listener(
+            &json!({"protocol": "TCP", "port": "eighty"}),
+            Validation::LENIENT,
+        )
+        .unwrap_err();
         assert!(l.message.contains("field 'port'"), "{l}");
-        let strict = cluster(&json!({"protocol": "TCP", "prot": 1}), true).unwrap_err();
+        let reject = Validation {
+            strict: true,
+            reject_unknown: true,
+        };
+        let strict = cluster(&json!({"protocol": "TCP", "prot": 1}), reject).unwrap_err();
         assert!(strict.message.contains("'prot'"), "{strict}");
         let udp = listener(
             &json!({"protocol": "UDP", "port": 1, "options": {"mode": "singleton"}}),
-            false,
+            Validation::LENIENT,
         )
         .unwrap_err();
         assert!(udp.message.contains("singleton mode needs"), "{udp}");

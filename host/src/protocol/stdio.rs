@@ -35,6 +35,9 @@ impl ClusterProtocol for StdioCluster {
     fn name(&self) -> &'static str {
         NAME
     }
+    fn is_virtual(&self) -> bool {
+        true
+    }
     async fn connect(&self, _target: Target<'_>) -> io::Result<Stage> {
         let guard = STDIO.clone().try_lock_owned().map_err(|_| {
             io::Error::new(

@@ -3,6 +3,7 @@
 //! there is rejected. Chunks keep their boundaries; a member that cannot keep up
 //! loses chunks rather than stalling the group.
 
+use crate::model::parse::Validation;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +38,10 @@ pub struct SyncCluster {
 }
 
 impl SyncCluster {
-    pub fn from_spec(spec: &serde_json::Value, strict: bool) -> crate::model::Result<SyncCluster> {
+    pub fn from_spec(
+        spec: &serde_json::Value,
+        strict: Validation,
+    ) -> crate::model::Result<SyncCluster> {
         let spec: SyncSpec = crate::model::parse::typed(spec, "spec", strict)?;
         Ok(SyncCluster {
             query: Pointer::parse(&spec.query)
@@ -96,6 +100,9 @@ impl ChunkTx for MemberTx {
 impl ClusterProtocol for SyncCluster {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn is_virtual(&self) -> bool {
+        true
     }
 
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::stage::Reconnect;
-use super::{Session, StageRef, StageStatus};
+use super::{Session, StageEndpoint, StageRef, StageStatus};
 use crate::metrics;
 use crate::model::Retry;
 use crate::protocol::{Conn, Stage, Target};
@@ -42,8 +42,13 @@ pub(super) async fn connect(
                 if cluster.protocol.needs_endpoint() && endpoint.is_none() {
                     Err(format!("cluster '{cluster_name}' has no endpoint"))
                 } else {
+                    let virtual_ = cluster.protocol.is_virtual();
                     session.with_stage(at, |s| {
-                        s.endpoint = endpoint.as_ref().map(|e| e.name.clone())
+                        s.endpoint = match &endpoint {
+                            Some(e) => Some(StageEndpoint::Endpoint(e.clone())),
+                            None if virtual_ => Some(StageEndpoint::Virtual),
+                            None => None,
+                        }
                     });
                     let metadata = session.state().metadata.clone();
                     let target = Target {
@@ -152,7 +157,7 @@ impl Reconnect for StageRetry {
             .session
             .with_stage(self.at, |s| {
                 s.status = StageStatus::Retrying;
-                s.endpoint.clone()
+                s.endpoint_name().map(str::to_owned)
             })
             .flatten();
         // A connection that broke before moving anything is likely to break again:

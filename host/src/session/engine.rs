@@ -195,10 +195,7 @@ async fn open(
             .with_label_values(&[&session.listener])
             .inc();
     })?;
-    let destination = route
-        .destination
-        .clone()
-        .ok_or_else(|| format!("route '{}' has no destination", route.name))?;
+    let destination = route.destination.clone();
     // The session's own copy: later changes to the route do not reach it.
     let route: Route = (*route).clone();
     let mut stages: Vec<(StageRef, String)> = route

@@ -7,19 +7,20 @@ mod connect;
 mod direct;
 pub mod engine;
 pub mod stage;
+pub mod view;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Kind, Route};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Init,
@@ -28,7 +29,7 @@ pub enum Status {
     Destroyed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum StageStatus {
     Init,
@@ -48,14 +49,21 @@ pub struct Counters {
     pub packets_out: AtomicU64,
 }
 
-impl Counters {
-    fn to_json(&self) -> Value {
-        json!({
-            "bytes_in": self.bytes_in.load(Ordering::Relaxed),
-            "bytes_out": self.bytes_out.load(Ordering::Relaxed),
-            "packets_in": self.packets_in.load(Ordering::Relaxed),
-            "packets_out": self.packets_out.load(Ordering::Relaxed),
-        })
+/// Where a cluster stage is connected.
+#[derive(Debug, Clone)]
+pub enum StageEndpoint {
+    Endpoint(Arc<crate::model::Endpoint>),
+    /// A virtual cluster's stage (an in-process one).
+    Virtual,
+}
+
+impl StageEndpoint {
+    /// The endpoint's name, if the stage has a real one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            StageEndpoint::Endpoint(e) => Some(&e.name),
+            StageEndpoint::Virtual => None,
+        }
     }
 }
 
@@ -64,7 +72,7 @@ impl Counters {
 pub struct StageInfo {
     /// The listener (source) or cluster the stage belongs to.
     pub origin: String,
-    pub endpoint: Option<String>,
+    pub endpoint: Option<StageEndpoint>,
     pub peer: Option<String>,
     pub status: StageStatus,
     pub counters: Arc<Counters>,
@@ -84,16 +92,9 @@ impl StageInfo {
         }
     }
 
-    fn to_json(&self, role: &str) -> Value {
-        let mut out = json!({ "origin": self.origin, "status": self.status, "stats": self.counters.to_json() });
-        out[role] = json!(self.origin);
-        if let Some(ep) = &self.endpoint {
-            out["endpoint"] = json!(ep);
-        }
-        if let Some(peer) = &self.peer {
-            out["peer"] = json!(peer);
-        }
-        out
+    /// The name of the endpoint the stage is connected to, if it has a real one.
+    pub fn endpoint_name(&self) -> Option<&str> {
+        self.endpoint.as_ref().and_then(StageEndpoint::name)
     }
 }
 
@@ -106,12 +107,11 @@ pub enum StageRef {
     Egress(usize),
 }
 
-#[derive(Debug, Serialize, Clone)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub event: String,
-    pub timestamp: f64,
+    pub timestamp: SystemTime,
     pub message: String,
-    #[serde(skip_serializing_if = "Value::is_null")]
     pub content: Value,
 }
 
@@ -145,13 +145,6 @@ pub struct Session {
     pub state: Mutex<SessionState>,
     /// Cancelled to end the session (API delete, recursive deletes).
     pub kill: CancellationToken,
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
 }
 
 impl Session {
@@ -196,7 +189,7 @@ impl Session {
         }
         state.events.push(Event {
             event: event.to_owned(),
-            timestamp: now(),
+            timestamp: SystemTime::now(),
             message,
             content,
         });
@@ -221,34 +214,7 @@ impl Session {
     pub fn uses(&self, kind: Kind, name: &str) -> bool {
         let state = self.state();
         state.uses.iter().any(|(k, n)| *k == kind && n == name)
-            || (kind == Kind::Endpoint
-                && state.stages().any(|s| s.endpoint.as_deref() == Some(name)))
-    }
-
-    pub fn to_json(&self) -> Value {
-        let state = self.state();
-        let mut out = json!({
-            "name": self.name,
-            "metadata": state.metadata,
-            "source": state.source.to_json("listener"),
-            "destination": state.destination.as_ref().map(|d| d.to_json("cluster")),
-            "ingress": state.ingress.iter().map(|s| s.to_json("cluster")).collect::<Vec<_>>(),
-            "egress": state.egress.iter().map(|s| s.to_json("cluster")).collect::<Vec<_>>(),
-            "status": state.status,
-            "route": state.route.as_ref().map(|r| r.name.clone()),
-            "created": self.created.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default(),
-            "events": state.events,
-        });
-        if let Some(datapath) = state.datapath {
-            out["datapath"] = json!(datapath);
-        }
-        if let Some(error) = &state.error {
-            out["error"] = json!(error);
-        }
-        if state.events_dropped > 0 {
-            out["events_dropped"] = json!(state.events_dropped);
-        }
-        out
+            || (kind == Kind::Endpoint && state.stages().any(|s| s.endpoint_name() == Some(name)))
     }
 }
 

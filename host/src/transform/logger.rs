@@ -36,6 +36,11 @@ impl LoggerSpec {
     fn open(&self) -> std::io::Result<Logger> {
         let sink = match self.log_file.as_deref() {
             None | Some("") => Sink::Tracing,
+            // The original's name for stdout.
+            Some("-") => Sink::Writer(
+                crate::logging::sink("stdout")
+                    .map_err(|e| crate::protocol::net::at("stdout", e))?,
+            ),
             Some(target) => Sink::Writer(
                 crate::logging::sink(target).map_err(|e| crate::protocol::net::at(target, e))?,
             ),

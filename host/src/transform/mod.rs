@@ -18,6 +18,9 @@ macro_rules! transform_cluster {
             fn name(&self) -> &'static str {
                 $name
             }
+            fn is_virtual(&self) -> bool {
+                true
+            }
             async fn connect(
                 &self,
                 $target: $crate::protocol::Target<'_>,
