@@ -197,7 +197,8 @@ fn every_example_config_is_valid_and_check_reports_errors() {
     for entry in std::fs::read_dir(&examples).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
-            let (code, stderr) = run_to_exit(&["--check", "-c", path.to_str().unwrap()]);
+            // Strict mode, as the original's -s: the examples are what users copy.
+            let (code, stderr) = run_to_exit(&["-s", "--check", "-c", path.to_str().unwrap()]);
             assert_eq!(code, 0, "{}: {stderr}", path.display());
             checked += 1;
         }

@@ -9,6 +9,7 @@ mod http;
 
 mod api;
 mod cli;
+mod compat;
 mod hardening;
 mod ipc;
 mod jsonsocket;

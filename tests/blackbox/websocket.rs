@@ -9,7 +9,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::harness::*;
 
-fn ws_connect(port: u16, path: &str, headers: &[(&str, &str)]) -> WebSocket<TcpStream> {
+pub fn ws_connect(port: u16, path: &str, headers: &[(&str, &str)]) -> WebSocket<TcpStream> {
     let mut request = format!("ws://127.0.0.1:{port}{path}")
         .into_client_request()
         .unwrap();

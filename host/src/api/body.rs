@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::model::ConfigError;
 use crate::model::parse;
@@ -42,20 +42,59 @@ impl From<ConfigError> for ApiError {
     }
 }
 
+/// Every error answer: the HTTP status again, and what was wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub status: u16,
+    pub message: String,
+}
+
+/// What a change answers: `{"status": 200, "message": "OK"}`, as the original, plus
+/// what it accepted but did not use and what it made.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct StatusBody {
+    pub status: u16,
+    pub message: String,
+    /// Unknown fields the change accepted (see `admin.strict`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The object the POST created (the one its body described).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// `DELETE /plugins/{name}`: the plugin, and how many config objects went with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects_deleted: Option<usize>,
+}
+
+impl StatusBody {
+    pub fn ok() -> StatusBody {
+        StatusBody {
+            status: 200,
+            message: "OK".into(),
+            ..StatusBody::default()
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         json_response(
             status,
-            &json!({ "status": self.0.status, "message": self.0.message }),
+            &ErrorBody {
+                status: self.0.status,
+                message: self.0.message,
+            },
         )
     }
 }
 
 pub type ApiResult = Result<Response, ApiError>;
 
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
     text.push(b'\n');
     let mut resp = (status, text).into_response();
@@ -67,7 +106,7 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 }
 
 /// An object or listing, in the format the query asks for.
-pub fn reply(query: &Query, body: &Value) -> ApiResult {
+pub fn reply(query: &Query, body: &impl Serialize) -> ApiResult {
     match query.format.as_deref() {
         // The original's layouts of JSON (its schema's JSONFormat) all answer JSON.
         None | Some("json" | "plain" | "terse" | "space" | "lines" | "diffy") => {
@@ -94,24 +133,26 @@ pub fn reply(query: &Query, body: &Value) -> ApiResult {
 
 /// `{"status": 200, "message": "OK"}`, with the unknown fields the change accepted.
 pub fn ok(warnings: &[String]) -> ApiResult {
-    let mut body = json!({ "status": 200, "message": "OK" });
-    if !warnings.is_empty() {
-        body["warnings"] = json!(warnings);
-    }
+    let body = StatusBody {
+        warnings: warnings.to_vec(),
+        ..StatusBody::ok()
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
 /// OK, naming the first object a POST created (the one its body described).
 pub fn created(built: &crate::proxy::Built) -> ApiResult {
-    let first = built
-        .created
-        .first()
-        .map(|(_, name)| name.as_str())
-        .unwrap_or_default();
-    let mut body = json!({ "status": 200, "message": "OK", "created": first });
-    if !built.warnings.is_empty() {
-        body["warnings"] = json!(built.warnings);
-    }
+    let body = StatusBody {
+        warnings: built.warnings.clone(),
+        created: Some(
+            built
+                .created
+                .first()
+                .map(|(_, name)| name.clone())
+                .unwrap_or_default(),
+        ),
+        ..StatusBody::ok()
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -202,7 +243,9 @@ fn media_type(headers: &HeaderMap) -> Result<parse::Syntax, ApiError> {
         .to_ascii_lowercase();
     match essence.as_str() {
         "" => Ok(parse::Syntax::Any),
-        "application/json" | "text/json" => Ok(parse::Syntax::Json),
+        "application/json" | "application/x-json" | "text/json" | "text/x-json" => {
+            Ok(parse::Syntax::Json)
+        }
         "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
             Ok(parse::Syntax::Yaml)
         }

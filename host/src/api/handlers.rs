@@ -3,14 +3,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query as QueryParams, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::body::{ApiResult, Document, Query, created, ok, reply};
+use super::body::{ApiResult, Document, Query, created, json_response, ok, reply};
 use crate::model::inline::{Builder, CONFIG_SECTIONS};
-use crate::model::{ConfigError, Kind, RuleList, render};
+use crate::model::view::ObjectsView;
+use crate::model::{Admin, ConfigError, Kind, RuleList, render};
 use crate::proxy::Proxy;
+use crate::session::view::SessionView;
 
 type Proxied = State<Arc<Proxy>>;
 type Q = QueryParams<Query>;
@@ -30,27 +33,78 @@ pub async fn metrics() -> Response {
     resp
 }
 
-fn session_views(proxy: &Proxy) -> Vec<crate::session::view::SessionView> {
+pub async fn openapi_json() -> Response {
+    json_response(StatusCode::OK, super::openapi::document())
+}
+
+pub async fn openapi_yaml() -> ApiResult {
+    let query = Query {
+        format: Some("yaml".into()),
+        recursive: None,
+    };
+    reply(&query, super::openapi::document())
+}
+
+fn session_views(proxy: &Proxy) -> Vec<SessionView> {
     let snap = proxy.snapshot();
     proxy.sessions.all().iter().map(|s| s.view(&snap)).collect()
 }
 
 /// The admin settings as `GET /admin` shows them: with the version and what the
-/// proxy reports about its state.
-fn admin_view(proxy: &Proxy) -> Value {
-    let mut admin = serde_json::to_value(&proxy.snapshot().admin).unwrap_or_default();
-    admin["version"] = json!(env!("CARGO_PKG_VERSION"));
+/// proxy reports about its state (these extra keys are ignored when posted back).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdminView {
+    #[serde(flatten)]
+    pub admin: Admin,
+    pub version: &'static str,
+    pub offload_status: OffloadStatus,
+    pub plugin_memory: PluginMemory,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OffloadStatus {
+    /// Sessions are moved into the kernel.
+    pub active: bool,
+    /// Why not, or where.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PluginMemory {
+    pub held_mb: u64,
+    pub budget_mb: u64,
+}
+
+fn admin_view(proxy: &Proxy) -> AdminView {
     let offload = crate::offload::global();
-    admin["offload_status"] = json!({ "active": offload.active(), "reason": offload.reason() });
     let (held_mb, budget_mb) = crate::plugin::memory::usage_mb();
-    admin["plugin_memory"] = json!({ "held_mb": held_mb, "budget_mb": budget_mb });
-    admin
+    AdminView {
+        admin: proxy.snapshot().admin.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        offload_status: OffloadStatus {
+            active: offload.active(),
+            reason: offload.reason(),
+        },
+        plugin_memory: PluginMemory { held_mb, budget_mb },
+    }
+}
+
+/// `GET /config`: the config document, with the running sessions as the original
+/// showed them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConfigView {
+    pub admin: AdminView,
+    #[serde(flatten)]
+    pub objects: ObjectsView,
+    pub sessions: Vec<SessionView>,
 }
 
 pub async fn get_config(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
-    let mut doc = render::config(&proxy.snapshot());
-    doc["admin"] = admin_view(&proxy);
-    doc["sessions"] = render::to_json(&session_views(&proxy));
+    let doc = ConfigView {
+        admin: admin_view(&proxy),
+        objects: render::objects(&proxy.snapshot()),
+        sessions: session_views(&proxy),
+    };
     reply(&q, &doc)
 }
 

@@ -3,6 +3,7 @@
 
 mod body;
 mod handlers;
+pub mod openapi;
 mod plugins;
 mod server;
 
@@ -24,6 +25,8 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/config", get(get_config).post(post_config))
         .route("/api/v1/admin", get(get_admin).post(post_admin))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/openapi.yaml", get(openapi_yaml))
         .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/plugins", get(plugins::list).post(plugins::upload))
         .route(

@@ -7,9 +7,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::body::{ApiResult, Query, flag, json_response, read_body, reply};
+use super::body::{ApiResult, Query, StatusBody, flag, json_response, read_body, reply};
 use crate::model::{ConfigError, Kind};
 use crate::plugin::{self, MAX_UPLOAD};
 use crate::proxy::Proxy;
@@ -191,8 +190,10 @@ pub async fn delete(
         }
     }
     plugins.remove(&name)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "status": 200, "message": "OK", "deleted": name, "objects_deleted": users.len() }),
-    ))
+    let body = StatusBody {
+        deleted: Some(name),
+        objects_deleted: Some(users.len()),
+        ..StatusBody::ok()
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }

@@ -153,6 +153,9 @@ pub const CONFIG_SECTIONS: [&str; 9] = [
     "sessions",
 ];
 
+/// The longest name an object may have, in bytes.
+pub const MAX_NAME: usize = 256;
+
 pub struct Builder {
     pub snap: Snapshot,
     pub strict: Validation,
@@ -190,9 +193,16 @@ impl Builder {
     fn claim(&mut self, kind: Kind, explicit: Option<String>, generated: &str) -> Result<String> {
         let name = match explicit {
             Some(name) => {
-                if name.is_empty() || name.chars().any(char::is_whitespace) {
+                // Names end up in URL paths and metric labels.
+                if name.is_empty()
+                    || name.len() > MAX_NAME
+                    || name
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+                {
+                    let shown: String = name.chars().take(64).collect();
                     return Err(ConfigError::invalid(format!(
-                        "{} name {name:?} must be a non-empty string without whitespace",
+                        "{} name {shown:?} must be 1 to {MAX_NAME} bytes without whitespace, control characters or '/'",
                         kind.singular()
                     )));
                 }

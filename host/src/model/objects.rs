@@ -13,7 +13,7 @@ use crate::lb::Balancer;
 use crate::protocol::{ClusterProtocol, ListenerProtocol};
 
 /// Proxy-wide settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Admin {
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -30,6 +30,7 @@ pub struct Admin {
     #[serde(default = "default_offload")]
     pub offload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
     pub offload_ifs: Option<Value>,
     /// Bounds of the API server (and the timeouts of HTTP listeners).
     #[serde(default)]
@@ -69,7 +70,7 @@ fn default_fd_reserve() -> u32 {
 /// How long HTTP clients may take and how much they may send, so that slow or huge
 /// requests cannot hold the API (or an HTTP listener) hostage. A timeout of 0 turns it
 /// off.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct HttpLimits {
     /// Seconds a client may take to send a request's headers; also how long an idle

@@ -152,17 +152,28 @@ pub fn collection(snap: &Snapshot, kind: Kind, recursive: bool) -> Value {
     )
 }
 
-/// The configuration as `POST /api/v1/config` and `-c` accept it; the API adds the
-/// sessions (`GET /api/v1/config`).
-pub fn config(snap: &Snapshot) -> Value {
-    serde_json::json!({
-        "admin": snap.admin,
-        "listeners": collection(snap, Kind::Listener, false),
-        "clusters": collection(snap, Kind::Cluster, false),
-        "rulelists": collection(snap, Kind::RuleList, false),
-        "rules": collection(snap, Kind::Rule, false),
-        "routes": collection(snap, Kind::Route, false),
-    })
+/// Every object, as a config document lists them (`POST /api/v1/config` and `-c`
+/// accept it back).
+pub fn objects(snap: &Snapshot) -> ObjectsView {
+    ObjectsView {
+        listeners: snap
+            .listeners
+            .values()
+            .map(|l| listener(snap, l, false))
+            .collect(),
+        clusters: snap.clusters.values().map(|c| cluster(c)).collect(),
+        rulelists: snap
+            .rulelists
+            .values()
+            .map(|rl| rulelist(snap, rl, false))
+            .collect(),
+        rules: snap.rules.values().map(|r| rule(snap, r, false)).collect(),
+        routes: snap
+            .routes
+            .values()
+            .map(|rt| route(snap, rt, false))
+            .collect(),
+    }
 }
 
 pub fn to_json(view: &impl serde::Serialize) -> Value {

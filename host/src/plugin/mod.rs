@@ -39,7 +39,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use compile::{DEFAULT_MAX_FUNCTIONS, World, set_max_functions};
 pub use instance::{Fault, Instance};
-pub use registry::{MAX_UPLOAD, PluginVersion, Plugins};
+pub use registry::{MAX_UPLOAD, PluginVersion, PluginView, Plugins};
 
 use instance::HostState;
 

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
-use serde_json::{Value, json};
 use wasmtime::component::ResourceAny;
 
 use super::compile::{World, WorldPre};
@@ -119,6 +118,36 @@ impl GuestCounters {
         c.inc_by(delta);
         names.insert(name.to_owned(), c);
     }
+}
+
+/// A plugin as `GET /api/v1/plugins/{name}` shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    /// The world its current version implements (`transform`, `codec`, `matcher`).
+    pub world: &'static str,
+    /// The version sessions start on.
+    pub current: String,
+    /// Every uploaded version, oldest first (the ones a rollback can go back to).
+    pub versions: Vec<PluginVersionView>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PluginVersionView {
+    pub version: String,
+    pub current: bool,
+    pub world: &'static str,
+    pub sha256: String,
+    pub size: usize,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    /// Unix seconds.
+    pub uploaded: u64,
+    pub precompiled_from_cache: bool,
+    pub live_instances: i64,
+    pub instantiations: u64,
+    pub calls: u64,
+    pub traps: u64,
 }
 
 /// One uploaded version of a plugin.
@@ -270,23 +299,23 @@ impl PluginVersion {
         }
     }
 
-    fn render(&self, current: bool) -> Value {
+    fn render(&self, current: bool) -> PluginVersionView {
         self.stats.publish();
-        json!({
-            "version": self.version,
-            "current": current,
-            "world": self.world.name(),
-            "sha256": self.sha256,
-            "size": self.size,
-            "exports": self.exports,
-            "imports": self.imports,
-            "uploaded": self.uploaded,
-            "precompiled_from_cache": self.cached,
-            "live_instances": self.stats.live.load(Ordering::Relaxed),
-            "instantiations": self.stats.instantiations.load(Ordering::Relaxed),
-            "calls": self.stats.calls.load(Ordering::Relaxed),
-            "traps": self.stats.faults.load(Ordering::Relaxed),
-        })
+        PluginVersionView {
+            version: self.version.clone(),
+            current,
+            world: self.world.name(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+            exports: self.exports.clone(),
+            imports: self.imports.clone(),
+            uploaded: self.uploaded,
+            precompiled_from_cache: self.cached,
+            live_instances: self.stats.live.load(Ordering::Relaxed),
+            instantiations: self.stats.instantiations.load(Ordering::Relaxed),
+            calls: self.stats.calls.load(Ordering::Relaxed),
+            traps: self.stats.faults.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -464,21 +493,26 @@ impl Plugins {
         })
     }
 
-    pub fn render(&self, name: &str) -> Option<Value> {
+    pub fn render(&self, name: &str) -> Option<PluginView> {
         let map = self.read();
         let p = map.get(name)?;
         let current = &p.versions[p.current];
-        Some(json!({
-            "name": name,
-            "world": current.world.name(),
-            "current": current.version,
-            "versions": p.versions.iter().enumerate().map(|(i, v)| v.render(i == p.current)).collect::<Vec<_>>(),
-        }))
+        Some(PluginView {
+            name: name.to_owned(),
+            world: current.world.name(),
+            current: current.version.clone(),
+            versions: p
+                .versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.render(i == p.current))
+                .collect(),
+        })
     }
 
-    pub fn render_all(&self) -> Value {
+    pub fn render_all(&self) -> Vec<PluginView> {
         let names: Vec<String> = self.read().keys().cloned().collect();
-        Value::Array(names.iter().filter_map(|n| self.render(n)).collect())
+        names.iter().filter_map(|n| self.render(n)).collect()
     }
 
     /// Lets go of instances idle for longer than `age`, so their memory goes back.

@@ -48,7 +48,7 @@ pub struct SourceView {
     /// The listener's name.
     pub origin: String,
     /// The listener's spec (`<INVALID>` once the listener is gone).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub listener: Value,
     pub status: StageStatus,
     pub stats: StatsView,
@@ -92,7 +92,7 @@ pub struct EventView {
     /// ISO-8601 (RFC 3339), as the original's.
     pub timestamp: String,
     pub message: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub content: Value,
 }
 
