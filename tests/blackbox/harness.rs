@@ -15,6 +15,12 @@ pub struct Proxy {
     agent: ureq::Agent,
 }
 
+/// Fails the test, naming what it needs, when a prerequisite is missing: no test passes
+/// green without testing anything. `.ci/run` installs every prerequisite.
+pub fn require(available: bool, what: &str) {
+    assert!(available, "missing prerequisite: {what}");
+}
+
 pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

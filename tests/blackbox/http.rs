@@ -208,13 +208,11 @@ fn http_listener_serves_the_api_and_websocket_upgrades_on_the_same_port() {
 #[test]
 fn http2_cleartext_requests_are_proxied() {
     let curl = std::process::Command::new("curl").arg("--version").output();
-    if !curl
-        .as_ref()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
-    {
-        eprintln!("SKIP: no curl with HTTP/2 on this machine (.ci/run installs it)");
-        return;
-    }
+    require(
+        curl.as_ref()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2")),
+        "curl with HTTP/2 (.ci/run installs it)",
+    );
     let proxy = Proxy::start();
     let (a, _) = http_upstream("A");
     proxy.create("/api/v1/clusters", http_cluster("a", a));

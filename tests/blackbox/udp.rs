@@ -126,10 +126,10 @@ fn udp_singleton_connects_to_its_peer() {
 
 #[test]
 fn udp_over_ipv6_to_a_udp_cluster() {
-    if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("SKIP: no IPv6 loopback on this machine");
-        return;
-    }
+    require(
+        std::net::UdpSocket::bind("[::1]:0").is_ok(),
+        "an IPv6 loopback (::1)",
+    );
     let proxy = Proxy::start();
     let (upstream, received) = udp_upstream(b"up:");
     let port = free_udp_port();

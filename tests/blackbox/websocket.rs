@@ -155,12 +155,10 @@ fn autobahn(port: u16, label: &str) -> usize {
 
 #[test]
 fn autobahn_conformance_through_echo_and_through_a_websocket_cluster() {
-    if !kosoku_available() {
-        eprintln!(
-            "SKIP: kosoku (PyPI kosoku==0.1.0, the Autobahn case runner) is not installed; .ci/run installs it"
-        );
-        return;
-    }
+    require(
+        kosoku_available(),
+        "kosoku (PyPI kosoku==0.1.0, the Autobahn case runner; .ci/run installs it)",
+    );
     let proxy = Proxy::start();
     let (echo, front) = (free_tcp_port(), free_tcp_port());
     proxy.create(

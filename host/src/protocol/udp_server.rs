@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,9 @@ use super::{Conn, Framing, Incoming, ListenerContext};
 /// Datagrams queued for one session before new ones are dropped.
 const SESSION_QUEUE: usize = 256;
 
+/// Peer → its session's queue. Every critical section is one map operation, so a
+/// poisoned lock (a panic elsewhere while holding it) leaves a consistent map: it is
+/// taken over rather than disabling the listener for good.
 type Demux = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
 
 pub(super) async fn run(
@@ -52,7 +55,11 @@ pub(super) async fn run(
             tracing::debug!(listener = %cx.name, %peer, "datagram from a filtered peer dropped");
             continue;
         }
-        let existing = sessions.lock().expect("demux lock").get(&peer).cloned();
+        let existing = sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&peer)
+            .cloned();
         if let Some(tx) = existing {
             match tx.try_send(datagram) {
                 Ok(()) => continue,
@@ -61,7 +68,10 @@ pub(super) async fn run(
                     continue;
                 }
                 Err(mpsc::error::TrySendError::Closed(d)) => {
-                    sessions.lock().expect("demux lock").remove(&peer);
+                    sessions
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&peer);
                     strays.extend(new_peer(&cx, &sessions, local, peer, idle, d));
                 }
             }
@@ -96,7 +106,10 @@ fn new_peer(
             strays.push((datagram, from));
         }
     }
-    sessions.lock().expect("demux lock").insert(peer, tx);
+    sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(peer, tx);
     let activity = Arc::new(Activity::new());
     let keepalive = activity.clone();
     let udp = udp_path(&own, Some(Arc::new(move || keepalive.touch())));
@@ -175,7 +188,7 @@ pub(super) struct DemuxEntry {
 
 impl Drop for DemuxEntry {
     fn drop(&mut self) {
-        let mut sessions = self.sessions.lock().expect("demux lock");
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         if sessions.get(&self.peer).is_some_and(|tx| tx.is_closed()) {
             sessions.remove(&self.peer);
         }
