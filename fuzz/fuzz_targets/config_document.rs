@@ -1,11 +1,12 @@
 //! A config file or an API body: any text. It is parsed as the API parses it (JSON or
 //! YAML, nesting checked first), then built into objects as a whole config and as
-//! each kind's body, in both strict modes, and the result rendered back. Nothing may
+//! each kind's body, in every validation mode, and the result rendered back. Nothing may
 //! panic, whatever the input; every failure is an error value.
 
 #![no_main]
 
 use l7mp::model::inline::Builder;
+use l7mp::model::parse::Validation;
 use l7mp::model::{Kind, Snapshot, parse, render};
 use libfuzzer_sys::fuzz_target;
 
@@ -20,10 +21,14 @@ fuzz_target!(|data: &[u8]| {
     if let Some(obj) = doc.as_object_mut() {
         obj.remove("plugins");
     }
-    for strict in [false, true] {
-        let mut whole = Builder::new(&Snapshot::default(), strict);
+    for (strict, reject_unknown) in [(false, false), (true, false), (true, true)] {
+        let mode = Validation {
+            strict,
+            reject_unknown,
+        };
+        let mut whole = Builder::new(&Snapshot::default(), mode);
         if whole.add_config(&doc).is_ok() {
-            let _ = render::config(&whole.snap);
+            let _ = render::objects(&whole.snap);
             for kind in [
                 Kind::Listener,
                 Kind::Cluster,
@@ -35,12 +40,12 @@ fuzz_target!(|data: &[u8]| {
                 let _ = render::collection(&whole.snap, kind, true);
             }
         }
-        let mut each = Builder::new(&Snapshot::default(), strict);
+        let mut each = Builder::new(&Snapshot::default(), mode);
         let _ = each.add_listener(&doc);
         let _ = each.add_cluster(&doc, None);
         let _ = each.add_rulelist(&doc, None);
         let _ = each.add_rule(&doc, None);
         let _ = each.add_route(&doc, None);
-        let _ = render::config(&each.snap);
+        let _ = render::objects(&each.snap);
     }
 });
