@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let mut whole = Builder::new(&Snapshot::default(), mode);
         if whole.add_config(&doc).is_ok() {
-            let _ = render::objects(&whole.snap);
+            let _ = serde_json::to_vec(&render::objects(&whole.snap));
             for kind in [
                 Kind::Listener,
                 Kind::Cluster,
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 Kind::Route,
                 Kind::Endpoint,
             ] {
-                let _ = render::collection(&whole.snap, kind, true);
+                let _ = serde_json::to_vec(&render::collection(&whole.snap, kind, true));
             }
         }
         let mut each = Builder::new(&Snapshot::default(), mode);
@@ -46,6 +46,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = each.add_rulelist(&doc, None);
         let _ = each.add_rule(&doc, None);
         let _ = each.add_route(&doc, None);
-        let _ = render::objects(&each.snap);
+        let _ = serde_json::to_vec(&render::objects(&each.snap));
     }
 });

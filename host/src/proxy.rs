@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::logging;
 use crate::metrics;
 use crate::model::inline::Builder;
-use crate::model::parse::{Validation, typed};
+use crate::model::parse::{Validation, take_unknown_fields, typed};
 use crate::model::{Admin, ConfigError, Kind, Result, Snapshot};
 use crate::protocol::{ListenerContext, ListenerTask};
 use crate::session::Registry;
@@ -44,7 +44,7 @@ impl Proxy {
         self.config.load_full()
     }
 
-    fn strict(&self, snap: &Snapshot) -> Validation {
+    fn validation(&self, snap: &Snapshot) -> Validation {
         self.flags.with(&snap.admin)
     }
 
@@ -84,7 +84,7 @@ impl Proxy {
     ) -> Result<Built> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
-        let strict = self.strict(&current);
+        let strict = self.validation(&current);
         let builder = off_workers(move || {
             let mut builder = Builder::new(&current, strict);
             build(&mut builder)?;
@@ -148,7 +148,7 @@ impl Proxy {
         }
         fields.insert("name".into(), Value::String(name.to_owned()));
         let value = Value::Object(fields);
-        let strict = self.strict(&current);
+        let strict = self.validation(&current);
         let (base, owned) = (current.clone(), name.to_owned());
         let builder = off_workers(move || {
             let mut builder = Builder::new(&base, strict);
@@ -312,8 +312,9 @@ impl Proxy {
         Ok(warnings)
     }
 
-    /// `POST /api/v1/admin`: merges the given settings.
-    pub async fn update_admin(&self, value: &Value) -> Result<()> {
+    /// `POST /api/v1/admin`: merges the given settings; answers the unknown fields it
+    /// accepted.
+    pub async fn update_admin(&self, value: &Value) -> Result<Vec<String>> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
         let mut merged = serde_json::to_value(&current.admin).unwrap_or_default();
@@ -327,13 +328,16 @@ impl Proxy {
             }
             merged[k] = v.clone();
         }
-        let admin: Admin = typed(&merged, "admin", self.strict(&current))?;
+        // Taken whether or not it parses: nothing is left behind on this worker.
+        let parsed: Result<Admin> = typed(&merged, "admin", self.validation(&current));
+        let warnings = take_unknown_fields();
+        let admin = parsed?;
         admin.validate().map_err(ConfigError::invalid)?;
         apply_admin(&admin).map_err(ConfigError::invalid)?;
         let mut next = (*current).clone();
         next.admin = admin;
         self.config.store(Arc::new(next));
-        Ok(())
+        Ok(warnings)
     }
 }
 

@@ -6,11 +6,11 @@ use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::body::{ApiResult, Document, Query, created, json_response, ok, reply};
 use crate::model::inline::{Builder, CONFIG_SECTIONS};
-use crate::model::view::ObjectsView;
+use crate::model::view::{ListenerStatus, ObjectView, ObjectsView};
 use crate::model::{Admin, ConfigError, Kind, RuleList, render};
 use crate::proxy::Proxy;
 use crate::session::view::SessionView;
@@ -131,8 +131,8 @@ pub async fn get_admin(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
 
 pub async fn post_admin(State(proxy): Proxied, doc: Document) -> ApiResult {
     let admin = doc.unwrap_as("admin")?;
-    proxy.update_admin(&admin).await?;
-    ok(&[])
+    let warnings = proxy.update_admin(&admin).await?;
+    ok(&warnings)
 }
 
 pub async fn list_objects(
@@ -184,10 +184,10 @@ pub async fn get_object(
     let snap = proxy.snapshot();
     let mut object = render::object(&snap, kind, &name, q.recursive())
         .ok_or_else(|| ConfigError::not_found(format!("{} '{name}' not found", kind.singular())))?;
-    if kind == Kind::Listener
-        && let Some(address) = proxy.bound_address(&name)
-    {
-        object["status"] = json!({ "address": address });
+    if let ObjectView::Listener(listener) = &mut object {
+        listener.status = proxy
+            .bound_address(&name)
+            .map(|address| ListenerStatus { address });
     }
     reply(&q, &object)
 }
@@ -214,7 +214,7 @@ pub async fn delete_object(
 }
 
 pub async fn list_sessions(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
-    reply(&q, &render::to_json(&session_views(&proxy)))
+    reply(&q, &session_views(&proxy))
 }
 
 pub async fn get_session(
@@ -226,7 +226,7 @@ pub async fn get_session(
         .sessions
         .get(&name)
         .ok_or_else(|| ConfigError::not_found(format!("session '{name}' not found")))?;
-    reply(&q, &render::to_json(&session.view(&proxy.snapshot())))
+    reply(&q, &session.view(&proxy.snapshot()))
 }
 
 pub async fn delete_session(State(proxy): Proxied, Path(name): Path<String>) -> ApiResult {
@@ -252,7 +252,7 @@ pub async fn list_endpoints(
         .clusters
         .get(&cluster)
         .ok_or_else(|| ConfigError::not_found(format!("cluster '{cluster}' not found")))?;
-    reply(&q, &render::to_json(&render::endpoints(c)))
+    reply(&q, &render::endpoints(c))
 }
 
 pub async fn post_endpoint(
@@ -307,10 +307,7 @@ pub async fn get_rule_at(
         .rules
         .get(rule_name)
         .ok_or_else(|| ConfigError::not_found(format!("rule '{rule_name}' not found")))?;
-    reply(
-        &q,
-        &render::to_json(&render::rule(&snap, rule, q.recursive())),
-    )
+    reply(&q, &render::rule(&snap, rule, q.recursive()))
 }
 
 fn with_rules(rl: &RuleList, rules: Vec<String>) -> Arc<RuleList> {

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use crate::proxy::Proxy;
-use body::{ApiError, json_response};
+use body::{ApiError, ErrorBody, json_response};
 
 pub fn router(proxy: Arc<Proxy>) -> Router {
     use handlers::*;
@@ -89,7 +89,10 @@ async fn json_errors(
     };
     json_response(
         status,
-        &serde_json::json!({ "status": status.as_u16(), "message": message }),
+        &ErrorBody {
+            status: status.as_u16(),
+            message,
+        },
     )
 }
 
@@ -138,6 +141,9 @@ async fn method_not_allowed(
 ) -> axum::response::Response {
     json_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        &serde_json::json!({ "status": 405, "message": format!("{method} is not allowed on {}", uri.path()) }),
+        &ErrorBody {
+            status: 405,
+            message: format!("{method} is not allowed on {}", uri.path()),
+        },
     )
 }

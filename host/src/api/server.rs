@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::protocol::http_conn::{InFlight, ServerIo};
+use crate::protocol::http_conn::{InFlight, ServerIo, json_error_response};
 use crate::protocol::net;
 use crate::proxy::Proxy;
 
@@ -71,17 +71,13 @@ async fn serve_connection(stream: TcpStream, router: Router, limits: &crate::mod
 
 /// Tells a client over the connection limit why, and closes.
 async fn refuse(mut stream: TcpStream, limit: u32) {
-    let body = serde_json::json!({
-        "status": 503,
-        "message": format!("the API serves {limit} connections at once; try again later"),
-    })
-    .to_string();
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+    let answer = json_error_response(
+        503,
+        "Service Unavailable",
+        &format!("the API serves {limit} connections at once; try again later"),
     );
     let write = async {
-        stream.write_all(answer.as_bytes()).await?;
+        stream.write_all(&answer).await?;
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;

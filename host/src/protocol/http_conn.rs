@@ -191,14 +191,18 @@ fn json_error_answer(head: &[u8]) -> Option<Vec<u8>> {
         431 => "the request's headers are too large",
         _ => reason,
     };
+    Some(json_error_response(code, reason, message))
+}
+
+/// A whole HTTP/1.1 answer with a `{"status", "message"}` body, closing the
+/// connection: for the places that answer below hyper.
+pub fn json_error_response(code: u16, reason: &str, message: &str) -> Vec<u8> {
     let body = serde_json::json!({ "status": code, "message": message }).to_string();
-    Some(
-        format!(
-            "HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
+    format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     )
+    .into_bytes()
 }
 
 #[cfg(test)]

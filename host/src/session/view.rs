@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{Counters, Event, Session, StageEndpoint, StageInfo, StageStatus, Status};
 use crate::model::Snapshot;
-use crate::model::view::{EndpointSpecView, Number, VIRTUAL};
+use crate::model::view::EndpointSpecView;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
@@ -78,7 +78,7 @@ pub struct StageEndpointView {
 }
 
 /// Bytes and chunks a stage moved (an addition).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct StatsView {
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -109,21 +109,11 @@ fn stage(info: &StageInfo) -> StageView {
     let endpoint = info.endpoint.as_ref().map(|e| match e {
         StageEndpoint::Endpoint(ep) => StageEndpointView {
             name: ep.name.clone(),
-            spec: EndpointSpecView {
-                address: ep.spec.address.clone(),
-                port: ep.spec.port,
-                weight: ep.spec.weight.map(Number),
-                path: ep.spec.path.clone(),
-            },
+            spec: EndpointSpecView::from(&ep.spec),
         },
         StageEndpoint::Virtual => StageEndpointView {
             name: info.origin.clone(),
-            spec: EndpointSpecView {
-                address: Some(VIRTUAL.to_owned()),
-                port: None,
-                weight: None,
-                path: None,
-            },
+            spec: EndpointSpecView::virtual_address(),
         },
     });
     StageView {
@@ -166,12 +156,7 @@ impl Session {
                 origin: String::new(),
                 endpoint: None,
                 status: StageStatus::Init,
-                stats: StatsView {
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    packets_in: 0,
-                    packets_out: 0,
-                },
+                stats: StatsView::default(),
                 peer: None,
             },
             stage,
