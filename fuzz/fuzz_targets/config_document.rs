@@ -6,8 +6,9 @@
 #![no_main]
 
 use l7mp::model::inline::Builder;
-use l7mp::model::parse::Validation;
-use l7mp::model::{Kind, Snapshot, parse, render};
+use l7mp::core::spec::Validation;
+use l7mp::core::spec as parse;
+use l7mp::model::{Kind, Snapshot, render};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,9 +14,10 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
+use l7mp::core::Transform;
+use l7mp::core::stage::Detached;
 use l7mp::plugin::usage::PluginUse;
 use l7mp::plugin::{self, Instance, PluginVersion};
-use l7mp::protocol::{Transform, TransformContext};
 
 fn load(name: &str, file: &str) -> Arc<PluginVersion> {
     let path = concat!(
@@ -39,16 +40,13 @@ fn chunks(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let chunk = vec![b'x'; 1024];
     let mut group = c.benchmark_group("per_1kib_chunk");
     group.bench_function("builtin_echo", |b| {
-        let md = json!({});
-        let cx = TransformContext {
-            session: "s",
-            metadata: &md,
-        };
+        let cx = Detached::new("s", json!({}));
         let mut echo = l7mp::transform::echo::Echo;
         let mut out = Vec::with_capacity(1);
         let bytes = Bytes::from(chunk.clone());
         b.iter(|| {
-            echo.process(bytes.clone(), &cx, &mut out).unwrap();
+            rt.block_on(echo.process(bytes.clone(), &cx, &mut out))
+                .unwrap();
             black_box(out.pop());
         })
     });

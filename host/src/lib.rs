@@ -9,6 +9,7 @@
 //! nothing in-process sits between two sockets.
 
 pub mod api;
+pub mod core;
 pub mod json;
 pub mod lb;
 pub mod logging;
@@ -19,5 +20,6 @@ pub mod offload;
 pub mod plugin;
 pub mod protocol;
 pub mod proxy;
+pub mod routing;
 pub mod session;
 pub mod transform;

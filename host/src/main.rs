@@ -58,8 +58,8 @@ struct Cli {
 const DEFAULT_ADMIN: &str = "127.0.0.1:1234";
 
 impl Cli {
-    fn validation(&self) -> model::parse::Validation {
-        model::parse::Validation {
+    fn validation(&self) -> l7mp::core::spec::Validation {
+        l7mp::core::spec::Validation {
             strict: self.strict,
             reject_unknown: self.reject_unknown_fields,
         }
@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => return fail(format!("cannot read config {}: {e}", path.display())),
         },
     };
-    let mut doc: Value = match model::parse::document(&text) {
+    let mut doc: Value = match l7mp::core::spec::document(&text) {
         Ok(doc) => doc,
         Err(e) => return fail(format!("{source}: {e}")),
     };
@@ -154,6 +154,8 @@ async fn run(cli: Cli) -> ExitCode {
         };
     }
     let proxy = proxy::Proxy::new(cli.validation());
+    // HTTP listeners whose rules route to the controller serve this API.
+    proxy.engine.serve_api(api::router(proxy.clone()));
     if let Err(e) = proxy.load_config(doc).await {
         return fail(format!("{source}: {e}"));
     }
@@ -166,10 +168,11 @@ async fn run(cli: Cli) -> ExitCode {
     }
 
     let snap = proxy.snapshot();
-    let has_controller = snap
-        .listeners
-        .keys()
-        .any(|l| protocol::http::serves_controller(&snap, l));
+    let has_controller = snap.listeners.keys().any(|l| {
+        l7mp::routing::reaches(&snap, l, |c| {
+            c.protocol.name() == protocol::controller::CONTROLLER
+        })
+    });
     let admin = match cli.admin.as_deref() {
         Some("off") => None,
         Some(addr) => Some(addr.to_owned()),

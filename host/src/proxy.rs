@@ -3,40 +3,43 @@
 //! the snapshot in whole, or changes nothing and says why.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
+use crate::core::spec::{Validation, take_unknown_fields, typed};
+use crate::core::{ListenerContext, ListenerTask};
 use crate::logging;
 use crate::metrics;
 use crate::model::inline::Builder;
-use crate::model::parse::{Validation, take_unknown_fields, typed};
 use crate::model::{Admin, ConfigError, Kind, Result, Snapshot};
-use crate::protocol::{ListenerContext, ListenerTask};
-use crate::session::Registry;
+use crate::session::{Engine, Registry};
 
 pub struct Proxy {
-    config: ArcSwap<Snapshot>,
+    config: Arc<ArcSwap<Snapshot>>,
     /// Serializes changes; readers never wait for it.
     write: tokio::sync::Mutex<()>,
     listeners: Mutex<HashMap<String, ListenerTask>>,
-    pub sessions: Registry,
+    pub sessions: Arc<Registry>,
+    /// What listeners hand their sessions to; it reads the same configuration.
+    pub engine: Arc<Engine>,
     /// The command line's `-s` and `--reject-unknown-fields`, whatever the admin
     /// settings say.
     flags: Validation,
-    this: Weak<Proxy>,
 }
 
 impl Proxy {
     pub fn new(flags: Validation) -> Arc<Proxy> {
-        Arc::new_cyclic(|this| Proxy {
-            config: ArcSwap::from_pointee(Snapshot::default()),
+        let config = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let sessions = Arc::new(Registry::default());
+        Arc::new(Proxy {
+            engine: Engine::new(config.clone(), sessions.clone()),
+            config,
             write: tokio::sync::Mutex::new(()),
             listeners: Mutex::default(),
-            sessions: Registry::default(),
+            sessions,
             flags,
-            this: this.clone(),
         })
     }
 
@@ -45,7 +48,8 @@ impl Proxy {
     }
 
     fn validation(&self, snap: &Snapshot) -> Validation {
-        self.flags.with(&snap.admin)
+        self.flags
+            .with(snap.admin.strict, snap.admin.reject_unknown_fields)
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, ListenerTask>> {
@@ -61,9 +65,8 @@ impl Proxy {
         let listener = snap.listeners.get(name).expect("started listeners exist");
         let cx = ListenerContext {
             name: name.to_owned(),
-            proxy: self.this.upgrade().expect("the proxy is alive"),
-            snapshot: snap.clone(),
-            intercept: None,
+            sink: self.engine.sink(name),
+            options: listener.options.clone(),
         };
         listener.protocol.start(cx).await.map_err(|e| {
             let status = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -173,11 +176,10 @@ impl Proxy {
         let warnings = builder.warnings.clone();
         let mut keep = HashMap::new();
         if kind == Kind::Listener {
-            let old = current.listeners[name].protocol.clone();
-            let new = builder.snap.listeners[name].protocol.clone();
+            let same = same_binding(&current.listeners[name], &builder.snap.listeners[name]);
             let task = self.running().remove(name);
             match task {
-                Some(task) if old.same_binding(new.as_ref()) => {
+                Some(task) if same => {
                     keep.insert(name.to_owned(), task);
                 }
                 Some(task) => task.stop().await, // frees the port for the new binding
@@ -282,7 +284,7 @@ impl Proxy {
                 .snap
                 .listeners
                 .get(name)
-                .is_some_and(|new| new.protocol.same_binding(old.protocol.as_ref()));
+                .is_some_and(|new| same_binding(old, new));
             let task = self.running().remove(name);
             if let Some(task) = task {
                 if same {
@@ -361,6 +363,12 @@ pub async fn off_workers<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ConfigError::new(500, format!("internal error: {e}")))?
+}
+
+/// Two listeners that bind the same way can swap without closing the socket: the same
+/// spec, and the same options (a UDP listener reads its mode from them when it binds).
+fn same_binding(old: &crate::model::Listener, new: &crate::model::Listener) -> bool {
+    old.spec == new.spec && old.options == new.options
 }
 
 /// Keys of `GET /api/v1/admin` that report state rather than settings.

@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::core::spec as parse;
 use crate::model::ConfigError;
-use crate::model::parse;
 use crate::proxy::Proxy;
 
 /// Query parameters every endpoint understands.

@@ -7,14 +7,14 @@
 //! `<cluster>-EndPoint-<n>`; a clash gets `_1`, `_2`, ...). References by name are
 //! kept as names and resolved late, when a session needs them.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::parse::{report_unknown, require, typed};
 use super::*;
+use crate::core::spec::{report_unknown, require, typed};
 use crate::json::Predicate;
 use crate::json::pointer::Pointer;
 use crate::lb::{Balancer, Policy};
@@ -173,7 +173,7 @@ impl Builder {
     /// A working copy of `base`. Building happens on one thread, from `new` to
     /// [`Builder::seal`].
     pub fn new(base: &Snapshot, validation: Validation) -> Builder {
-        let _ = super::parse::take_unknown_fields();
+        let _ = crate::core::spec::take_unknown_fields();
         Builder {
             snap: base.clone(),
             validation,
@@ -184,7 +184,7 @@ impl Builder {
 
     /// Done building: collects the unknown fields reported meanwhile.
     pub fn seal(mut self) -> Builder {
-        self.warnings = super::parse::take_unknown_fields();
+        self.warnings = crate::core::spec::take_unknown_fields();
         self
     }
 
@@ -353,7 +353,7 @@ impl Builder {
             input.name,
             &format!("{cluster}-EndPoint-{index}"),
         )?;
-        let weight = super::bounds::weight(input.weight.or(input.spec.weight).unwrap_or(1.0))
+        let weight = crate::core::bounds::weight(input.weight.or(input.spec.weight).unwrap_or(1.0))
             .map_err(|e| ConfigError::invalid(format!("{what}: weight: {e}")))?;
         let endpoint = Arc::new(Endpoint {
             name: name.clone(),

@@ -4,7 +4,7 @@
 //! (under `codec`) routes the session, and every message travels on as one chunk.
 //! Answers are encoded on their way back to the client.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -18,10 +18,11 @@ use wasmtime::component::ResourceAny;
 
 use super::usage::PluginUse;
 use super::{Fault, Instance, PluginVersion, World, runtime};
-use crate::model::Result;
-use crate::protocol::{
+use crate::core::{
     ChunkRx, ChunkTx, Conn, Framing, Incoming, ListenerContext, ListenerProtocol, ListenerTask,
+    SessionSink,
 };
+use crate::model::Result;
 
 /// How long a client may take to complete its first message.
 const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(10);
@@ -238,29 +239,33 @@ async fn accept(
     Ok(())
 }
 
+/// The layer between the transport and the sink it wraps: each connection is decoded
+/// and encoded by the codec, and its first message's metadata joins the session's.
+struct Decoding {
+    cx: ListenerContext,
+    usage: Arc<PluginUse>,
+}
+
+impl SessionSink for Decoding {
+    fn accept(&self, incoming: Incoming) {
+        let (cx, usage) = (self.cx.clone(), self.usage.clone());
+        tokio::spawn(async move {
+            let peer = incoming.conn.peer.clone();
+            if let Err(e) = accept(cx.clone(), usage, incoming).await {
+                tracing::info!(listener = %cx.name, %peer, "connection closed: {e}");
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl ListenerProtocol for CodecListener {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let engine_side = ListenerContext {
-            intercept: None,
-            ..cx.clone()
-        };
-        let usage = self.usage.clone();
-        let layer = move |incoming: Incoming| {
-            let (cx, usage) = (engine_side.clone(), usage.clone());
-            tokio::spawn(async move {
-                let peer = incoming.conn.peer.clone();
-                if let Err(e) = accept(cx.clone(), usage, incoming).await {
-                    tracing::info!(listener = %cx.name, %peer, "connection closed: {e}");
-                }
-            });
-        };
-        self.transport
-            .start(ListenerContext {
-                intercept: Some(Arc::new(layer)),
-                ..cx
-            })
-            .await
+        let layer = Arc::new(Decoding {
+            cx: cx.clone(),
+            usage: self.usage.clone(),
+        });
+        self.transport.start(cx.with_sink(layer)).await
     }
 
     fn plugin(&self) -> Option<&str> {

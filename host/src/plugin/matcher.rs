@@ -20,7 +20,7 @@ impl PluginMatcher {
             spec,
             "match",
             &[],
-            crate::model::parse::Validation::LENIENT,
+            crate::core::spec::Validation::LENIENT,
             World::Matcher,
         )
         .map_err(|e| e.message)?;

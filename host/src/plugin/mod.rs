@@ -29,7 +29,7 @@ mod registry;
 pub mod transform;
 pub mod usage;
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -211,7 +211,7 @@ struct FileEntry {
 /// current version already has these bytes.
 pub fn load_from_config(entry: &serde_json::Value, strict: Validation) -> crate::model::Result<()> {
     use crate::model::ConfigError;
-    let entry: FileEntry = crate::model::parse::typed(entry, "plugins[]", strict)?;
+    let entry: FileEntry = crate::core::spec::typed(entry, "plugins[]", strict)?;
     let context = |e: ConfigError| e.context(format!("plugin '{}'", entry.name));
     let bytes = std::fs::read(&entry.path).map_err(|e| {
         context(ConfigError::invalid(format!(

@@ -3,7 +3,7 @@
 //! the plugin's current version and its own `session` resource in it; it keeps that
 //! version until it ends, whatever is uploaded meanwhile.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::io;
 use std::sync::Arc;
 
@@ -15,9 +15,7 @@ use wasmtime::component::ResourceAny;
 use super::bindings::transform::exports::l7mp::plugin::transform::{MetadataUpdate, Output};
 use super::usage::{OnFault, PluginUse};
 use super::{Fault, Instance, MAX_METADATA, PluginVersion, World, runtime};
-use crate::model::Result;
-use crate::protocol::{AsyncTransform, ClusterProtocol, Stage, StageError, Target};
-use crate::session::Session;
+use crate::core::{ClusterProtocol, Result, Stage, StageContext, StageError, Target, Transform};
 
 pub const NAME: &str = "Wasm";
 
@@ -70,7 +68,7 @@ impl ClusterProtocol for WasmCluster {
             .open()
             .await
             .map_err(|e| io::Error::other(format!("plugin '{}': {e}", self.usage.plugin)))?;
-        Ok(Stage::Plugin(Box::new(stage)))
+        Ok(Stage::Transform(Box::new(stage)))
     }
 }
 
@@ -101,7 +99,7 @@ impl WasmStage {
     /// Applies a plugin's metadata update to the session.
     fn update_metadata(
         &mut self,
-        session: &Session,
+        cx: &dyn StageContext,
         json: &str,
     ) -> std::result::Result<(), String> {
         if json.len() > MAX_METADATA {
@@ -113,7 +111,7 @@ impl WasmStage {
         match serde_json::from_str::<Value>(json) {
             Ok(doc @ Value::Object(_)) => {
                 self.metadata = json.to_owned();
-                session.state().metadata = Arc::new(doc);
+                cx.replace_metadata(doc);
                 Ok(())
             }
             Ok(other) => Err(format!("metadata must be a JSON object, not {other}")),
@@ -124,12 +122,12 @@ impl WasmStage {
     fn fault(
         &mut self,
         fault: Fault,
-        session: &Session,
+        cx: &dyn StageContext,
         chunk: Bytes,
         out: &mut Vec<Bytes>,
     ) -> std::result::Result<(), StageError> {
         let message = format!("plugin '{}': {fault}", self.version.label);
-        session.event(
+        cx.event(
             "PLUGIN_FAULT",
             message.clone(),
             serde_json::json!({ "kind": fault.kind() }),
@@ -138,7 +136,7 @@ impl WasmStage {
             OnFault::Drop => Err(StageError::Chunk(message)),
             OnFault::Close => Err(StageError::Session(message)),
             OnFault::Pass => {
-                tracing::warn!(session = %session.name, "{message}; the chunk passes unchanged");
+                tracing::warn!(session = %cx.session(), "{message}; the chunk passes unchanged");
                 out.push(chunk);
                 Ok(())
             }
@@ -185,11 +183,11 @@ impl WasmStage {
 }
 
 #[async_trait]
-impl AsyncTransform for WasmStage {
+impl Transform for WasmStage {
     async fn process(
         &mut self,
         chunk: Bytes,
-        session: &Session,
+        cx: &dyn StageContext,
         out: &mut Vec<Bytes>,
     ) -> std::result::Result<(), StageError> {
         self.recycle_if_worn();
@@ -203,7 +201,7 @@ impl AsyncTransform for WasmStage {
             Ok(Ok(Output { chunks, metadata })) => {
                 out.extend(chunks.into_iter().map(Bytes::from));
                 if let MetadataUpdate::Replace(json) = metadata {
-                    self.update_metadata(session, &json).map_err(|e| {
+                    self.update_metadata(cx, &json).map_err(|e| {
                         StageError::Chunk(format!("plugin '{}': {e}", self.version.label))
                     })?;
                 }
@@ -213,7 +211,7 @@ impl AsyncTransform for WasmStage {
                 "plugin '{}': {e}",
                 self.version.label
             ))),
-            Err(fault) => self.fault(fault, session, chunk, out),
+            Err(fault) => self.fault(fault, cx, chunk, out),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! How a config object uses a plugin: `{plugin, config, on_fault, limits, grants}`,
 //! the same shape for a `Wasm` cluster, a listener's `codec` and a rule's `match`.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -179,7 +179,7 @@ impl PluginUse {
                 obj.remove(*key);
             }
         }
-        let usage: PluginUse = crate::model::parse::typed(&rest, at, strict)?;
+        let usage: PluginUse = crate::core::spec::typed(&rest, at, strict)?;
         super::runtime()
             .plugins
             .require(&usage.plugin, world)

@@ -25,6 +25,9 @@ impl ClusterProtocol for ServiceCluster {
     fn is_virtual(&self) -> bool {
         true
     }
+    fn serves_api(&self) -> bool {
+        true
+    }
     async fn connect(&self, _target: Target<'_>) -> io::Result<Stage> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::stream::{StreamRx, StreamTx};
 use super::{ChunkRx, ClusterProtocol, Conn, Framing, Stage, Target};
+use crate::core::stream::{StreamRx, StreamTx};
 
 pub const NAME: &str = "STDIO-fork";
 

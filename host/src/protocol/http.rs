@@ -6,11 +6,14 @@
 //! decides what answers:
 //! - an `HTTP` cluster: the request is forwarded to an endpoint (pooled connections,
 //!   path and query from `metadata.HTTP.url`, so rewrites can change them);
-//! - an `L7mpController` or `Prometheus` cluster: the REST API and `/metrics`;
+//! - an `L7mpController` or `Prometheus` cluster: the REST API and `/metrics`.
+//!
+//! This file serves HTTP and builds each request's metadata; the request itself goes
+//! to the listener's sink, which routes it (see `session::http`);
 //! - a WebSocket upgrade request becomes a WebSocket session on the same port, routed
 //!   like one accepted by a `WebSocket` listener.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -19,8 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody as BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -28,22 +30,19 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::controller::{CONTROLLER, PROMETHEUS};
 use super::http_conn::{InFlight, ServerIo};
 use super::http_meta;
 use super::{
     ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net,
     websocket,
 };
-use crate::model::Snapshot;
+use crate::core::http::{BoxBody, BoxError, HttpReply, error_reply, full};
+use crate::core::{EndpointRef, HttpForward};
 
 pub const NAME: &str = "HTTP";
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Reply = Response<BoxBody<Bytes, Error>>;
 
 /// Headers that belong to one hop and are not forwarded.
 const HOP_HEADERS: &[&str] = &[
@@ -57,23 +56,6 @@ const HOP_HEADERS: &[&str] = &[
     "host",
 ];
 
-fn full(body: impl Into<Bytes>) -> BoxBody<Bytes, Error> {
-    Full::new(body.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-fn error_reply(status: StatusCode, message: &str) -> Reply {
-    let body = json!({ "status": status.as_u16(), "message": message }).to_string();
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
 #[derive(Debug, Deserialize)]
 pub struct HttpListenerSpec {
     #[allow(dead_code)]
@@ -83,44 +65,8 @@ pub struct HttpListenerSpec {
     address: Option<String>,
 }
 
-/// Whether any route of a listener's rules ends in the controller (so the config
-/// declares where the API is served).
-pub fn serves_controller(snap: &Snapshot, listener: &str) -> bool {
-    let Some(l) = snap.listeners.get(listener) else {
-        return false;
-    };
-    let mut pending = vec![l.rules.clone()];
-    let mut seen = Vec::new();
-    while let Some(name) = pending.pop() {
-        if seen.contains(&name) {
-            continue;
-        }
-        for rule in snap
-            .rulelists
-            .get(&name)
-            .iter()
-            .flat_map(|rl| rl.rules.iter())
-            .filter_map(|r| snap.rules.get(r))
-        {
-            pending.extend(rule.action.apply.clone());
-            let cluster = rule
-                .action
-                .route
-                .as_ref()
-                .and_then(|r| snap.routes.get(r))
-                .and_then(|route| snap.clusters.get(&route.destination));
-            if cluster.is_some_and(|c| c.protocol.name() == CONTROLLER) {
-                return true;
-            }
-        }
-        seen.push(name);
-    }
-    false
-}
-
 struct Served {
     cx: ListenerContext,
-    api: axum::Router,
     local: SocketAddr,
 }
 
@@ -129,17 +75,13 @@ impl ListenerProtocol for HttpListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
         let local = listener.local_addr()?;
-        let served = Arc::new(Served {
-            api: crate::api::router(cx.proxy.clone()),
-            cx,
-            local,
-        });
+        let served = Arc::new(Served { cx, local });
         let task = tokio::spawn(async move {
             loop {
                 let (stream, peer) = net::accept_tcp(&listener, &served.cx.name).await;
                 let _ = stream.set_nodelay(true);
                 let served = served.clone();
-                let limits = served.cx.proxy.snapshot().admin.http.clone();
+                let limits = served.cx.sink.http_limits();
                 tokio::spawn(async move {
                     let in_flight = InFlight::default();
                     let io = ServerIo::new(stream, limits.idle(), in_flight.clone());
@@ -182,89 +124,19 @@ async fn handle(
     peer: SocketAddr,
     req: Request<Body>,
     in_flight: &InFlight,
-) -> Reply {
+) -> HttpReply {
     let cx = &served.cx;
     let mut metadata = net::metadata("TCP", served.local, peer);
     metadata["HTTP"] = http_meta::request_metadata(&req, served.local, "http");
-    let m = crate::metrics::global();
-    m.listener_sessions.with_label_values(&[&cx.name]).inc();
     if is_websocket_upgrade(&req) {
         in_flight.upgraded();
         return upgrade(cx, metadata, req);
     }
-    let snap = cx.proxy.snapshot();
-    let mut uses = Vec::new();
-    let route =
-        match crate::session::engine::lookup(&snap, &cx.name, &mut metadata, &mut uses).await {
-            Ok(route) => route,
-            Err(e) => {
-                m.sessions_rejected.with_label_values(&[&cx.name]).inc();
-                return error_reply(StatusCode::NOT_FOUND, &e);
-            }
-        };
-    let Some(cluster) = snap.clusters.get(&route.destination).cloned() else {
-        return error_reply(
-            StatusCode::BAD_GATEWAY,
-            &format!(
-                "route '{}': its destination cluster does not exist",
-                route.name
-            ),
-        );
-    };
-    match cluster.protocol.name() {
-        CONTROLLER | PROMETHEUS => {
-            let mut api = served.api.clone();
-            match tower_service::Service::call(&mut api, req).await {
-                Ok(resp) => resp.map(|b| b.map_err(Error::from).boxed_unsync()),
-                Err(never) => match never {},
-            }
-        }
-        _ => match cluster.protocol.http() {
-            Some(http) => {
-                let endpoint = cluster.balancer.pick(&metadata);
-                let Some(endpoint) = endpoint else {
-                    return error_reply(
-                        StatusCode::BAD_GATEWAY,
-                        &format!("cluster '{}' has no endpoint", cluster.name),
-                    );
-                };
-                let timeout = Duration::from_millis(route.retry.timeout.max(1));
-                match tokio::time::timeout(timeout, http.forward(req, &endpoint, &metadata, peer))
-                    .await
-                {
-                    Ok(Ok(resp)) => {
-                        m.cluster_sessions.with_label_values(&[&cluster.name]).inc();
-                        resp
-                    }
-                    Ok(Err(e)) => {
-                        m.cluster_connect_failures
-                            .with_label_values(&[&cluster.name])
-                            .inc();
-                        error_reply(
-                            StatusCode::BAD_GATEWAY,
-                            &format!("cluster '{}': {e}", cluster.name),
-                        )
-                    }
-                    Err(_) => error_reply(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &format!("cluster '{}': no answer within {timeout:?}", cluster.name),
-                    ),
-                }
-            }
-            None => error_reply(
-                StatusCode::BAD_GATEWAY,
-                &format!(
-                    "route '{}' goes to a {} cluster; HTTP requests go to HTTP, L7mpController or Prometheus clusters (WebSocket upgrades anywhere)",
-                    route.name,
-                    cluster.protocol.name()
-                ),
-            ),
-        },
-    }
+    cx.sink.request(req, metadata, peer).await
 }
 
 /// Answers a WebSocket upgrade and hands the connection to the session engine.
-fn upgrade(cx: &ListenerContext, metadata: Value, mut req: Request<Body>) -> Reply {
+fn upgrade(cx: &ListenerContext, metadata: Value, mut req: Request<Body>) -> HttpReply {
     let Some(key) = req
         .headers()
         .get("sec-websocket-key")
@@ -321,18 +193,6 @@ fn upgrade(cx: &ListenerContext, metadata: Value, mut req: Request<Body>) -> Rep
     resp
 }
 
-/// What an `HTTP` cluster does for an HTTP listener.
-#[async_trait]
-pub trait HttpForward: Send + Sync {
-    async fn forward(
-        &self,
-        req: Request<Body>,
-        endpoint: &crate::model::Endpoint,
-        metadata: &Value,
-        peer: SocketAddr,
-    ) -> Result<Reply, Error>;
-}
-
 #[derive(Debug, Deserialize)]
 struct HttpClusterSpec {
     #[allow(dead_code)]
@@ -346,7 +206,7 @@ struct HttpClusterSpec {
 
 pub struct HttpCluster {
     port: Option<u16>,
-    client: Client<HttpConnector, BoxBody<Bytes, Error>>,
+    client: Client<HttpConnector, BoxBody>,
 }
 
 impl std::fmt::Debug for HttpCluster {
@@ -358,8 +218,8 @@ impl std::fmt::Debug for HttpCluster {
 }
 
 impl HttpCluster {
-    pub fn from_spec(spec: &Value, strict: Validation) -> crate::model::Result<HttpCluster> {
-        let spec: HttpClusterSpec = crate::model::parse::typed(spec, "spec", strict)?;
+    pub fn from_spec(spec: &Value, strict: Validation) -> crate::core::Result<HttpCluster> {
+        let spec: HttpClusterSpec = crate::core::spec::typed(spec, "spec", strict)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -377,11 +237,11 @@ impl HttpCluster {
 impl HttpForward for HttpCluster {
     async fn forward(
         &self,
-        req: Request<Body>,
-        endpoint: &crate::model::Endpoint,
+        req: Request<BoxBody>,
+        endpoint: EndpointRef<'_>,
         metadata: &Value,
         peer: SocketAddr,
-    ) -> Result<Reply, Error> {
+    ) -> Result<HttpReply, BoxError> {
         let target = Target {
             cluster: "",
             session: "",
@@ -405,7 +265,7 @@ impl HttpForward for HttpCluster {
             }
         }
         upstream = upstream.header("x-forwarded-for", peer.ip().to_canonical().to_string());
-        let upstream = upstream.body(body.map_err(Error::from).boxed_unsync())?;
+        let upstream = upstream.body(body)?;
         let resp = self.client.request(upstream).await?;
         let (mut parts, body) = resp.into_parts();
         for hop in HOP_HEADERS {
@@ -413,7 +273,7 @@ impl HttpForward for HttpCluster {
         }
         Ok(Response::from_parts(
             parts,
-            body.map_err(Error::from).boxed_unsync(),
+            body.map_err(BoxError::from).boxed_unsync(),
         ))
     }
 }

@@ -12,7 +12,7 @@
 //! Over byte streams the header is the first complete JSON value; what follows it is
 //! data.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +27,9 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target, registry,
 };
+use crate::core::SessionSink;
+use crate::core::spec::typed;
 use crate::json::pointer::Pointer;
-use crate::model::parse::typed;
 use crate::model::{ConfigError, Result};
 
 pub const NAME: &str = "JSONSocket";
@@ -211,22 +212,21 @@ async fn handshake(cx: ListenerContext, incoming: Incoming) {
     }
 }
 
+/// The layer between the transport and the sink it wraps: each connection the
+/// transport accepts is handshaken, then handed on.
+struct Handshaking(ListenerContext);
+
+impl SessionSink for Handshaking {
+    fn accept(&self, incoming: Incoming) {
+        tokio::spawn(handshake(self.0.clone(), incoming));
+    }
+}
+
 #[async_trait]
 impl ListenerProtocol for JsonSocketListener {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let engine_side = ListenerContext {
-            intercept: None,
-            ..cx.clone()
-        };
-        let layer = move |incoming: Incoming| {
-            tokio::spawn(handshake(engine_side.clone(), incoming));
-        };
-        self.transport
-            .start(ListenerContext {
-                intercept: Some(Arc::new(layer)),
-                ..cx
-            })
-            .await
+        let layer = Arc::new(Handshaking(cx.clone()));
+        self.transport.start(cx.with_sink(layer)).await
     }
 }
 

@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::unix::pipe;
 
-use super::stream::{StreamRx, StreamTx};
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
 };
+use crate::core::stream::{StreamRx, StreamTx};
 
 pub const NAME: &str = "PIPE";
 

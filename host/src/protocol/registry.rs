@@ -2,7 +2,7 @@
 //! (configs in the wild write `L7MPController` as well as `L7mpController`). Each
 //! protocol parses its own typed spec, so errors name the field.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -14,7 +14,7 @@ use super::{
     ClusterProtocol, ListenerProtocol, af_packet, fork, jsonsocket, pipe, sctp, stdio, sync, tcp,
     udp, unix, unix_dgram, websocket,
 };
-use crate::model::parse::typed;
+use crate::core::spec::typed;
 use crate::model::{ConfigError, Result};
 use crate::plugin::codec::CodecListener;
 use crate::plugin::transform::{self as wasm, WasmCluster};

@@ -3,7 +3,7 @@
 //! there is rejected. Chunks keep their boundaries; a member that cannot keep up
 //! loses chunks rather than stalling the group.
 
-use crate::model::parse::Validation;
+use crate::core::spec::Validation;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +42,7 @@ impl SyncCluster {
         spec: &serde_json::Value,
         strict: Validation,
     ) -> crate::model::Result<SyncCluster> {
-        let spec: SyncSpec = crate::model::parse::typed(spec, "spec", strict)?;
+        let spec: SyncSpec = crate::core::spec::typed(spec, "spec", strict)?;
         Ok(SyncCluster {
             query: Pointer::parse(&spec.query)
                 .map_err(|e| crate::model::ConfigError::invalid(format!("spec.query: {e}")))?,

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::net::{self};
-use super::stream::StreamSocket;
 use super::{
     ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target,
 };
+use crate::core::stream::StreamSocket;
 
 pub const NAME: &str = "TCP";
 

@@ -28,9 +28,10 @@ use super::udp_batch;
 use super::udp_server::{self, Activity, DemuxEntry};
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
-    ListenerTask, Stage, Target, UdpPath,
+    ListenerTask, Stage, Target,
 };
-use crate::model::bounds::Seconds;
+use crate::core::UdpPath;
+use crate::core::bounds::Seconds;
 
 pub const NAME: &str = "UDP";
 /// The largest UDP payload.
@@ -134,11 +135,7 @@ pub(super) fn new_socket(
 #[async_trait]
 impl ListenerProtocol for UdpListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let listener = cx.snapshot.listeners.get(&cx.name).cloned();
-        let options = listener
-            .as_ref()
-            .map(|l| l.options.clone())
-            .unwrap_or_default();
+        let options = &cx.options;
         let mode = self
             .mode(options.mode.as_deref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -9,11 +9,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 
-use super::stream::StreamSocket;
 use super::{
     ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage,
     Target, net,
 };
+use crate::core::stream::StreamSocket;
 
 pub const NAME: &str = "UnixDomainSocket";
 

@@ -75,7 +75,7 @@ pub struct WsListenerSpec {
     port: u16,
     #[serde(default)]
     address: Option<String>,
-    #[serde(default, deserialize_with = "crate::model::bounds::message_size")]
+    #[serde(default, deserialize_with = "crate::core::bounds::message_size")]
     max_message_size: Option<usize>,
 }
 
@@ -264,7 +264,7 @@ pub struct WsClusterSpec {
     port: Option<u16>,
     #[serde(default)]
     bind: Option<HostPort>,
-    #[serde(default, deserialize_with = "crate::model::bounds::message_size")]
+    #[serde(default, deserialize_with = "crate::core::bounds::message_size")]
     max_message_size: Option<usize>,
     #[serde(default)]
     message: MessageKind,

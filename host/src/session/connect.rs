@@ -1,77 +1,135 @@
 //! Connecting a session's stages: each through its cluster's load balancer, under the
 //! route's retry policy, at setup and again when an established connection breaks.
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::engine::Engine;
 use super::stage::Reconnect;
 use super::{Session, StageEndpoint, StageRef, StageStatus};
+use crate::core::{Conn, EndpointRef, Stage, Target};
 use crate::metrics;
-use crate::model::Retry;
-use crate::protocol::{Conn, Stage, Target};
-use crate::proxy::Proxy;
+use crate::model::{Retry, Snapshot};
+
+/// Why one attempt to open a stage failed: what a retry policy branches on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cluster '{0}' not found")]
+    NoCluster(String),
+    #[error("cluster '{0}' has no endpoint")]
+    NoEndpoint(String),
+    /// The attempt took the route's whole `retry.timeout`.
+    #[error("connect timed out after {0} ms")]
+    Timeout(u64),
+    /// The endpoint answered, and said no.
+    #[error("{0}")]
+    Refused(io::Error),
+    #[error("{0}")]
+    Failed(io::Error),
+}
+
+impl From<io::Error> for ConnectError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => {
+                ConnectError::Refused(e)
+            }
+            _ => ConnectError::Failed(e),
+        }
+    }
+}
+
+impl ConnectError {
+    /// Whether the next attempt should wait first: one that timed out has waited
+    /// already.
+    fn backs_off(&self) -> bool {
+        !matches!(self, ConnectError::Timeout(_))
+    }
+}
+
+/// A stage that could not be opened, with the cluster it belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster '{cluster}': {error}")]
+pub struct StageFailed {
+    pub cluster: String,
+    pub error: ConnectError,
+}
+
+/// One attempt on the cluster as `snap` has it.
+async fn attempt(
+    snap: &Snapshot,
+    session: &Session,
+    at: StageRef,
+    cluster_name: &str,
+    retry: Retry,
+    failed: &[String],
+    tried: &mut Option<String>,
+) -> Result<Stage, ConnectError> {
+    let cluster = snap
+        .clusters
+        .get(cluster_name)
+        .ok_or_else(|| ConnectError::NoCluster(cluster_name.to_owned()))?;
+    let endpoint = cluster
+        .balancer
+        .pick_avoiding(&session.state().metadata, failed);
+    *tried = endpoint.as_ref().map(|e| e.name.clone());
+    if cluster.protocol.needs_endpoint() && endpoint.is_none() {
+        return Err(ConnectError::NoEndpoint(cluster_name.to_owned()));
+    }
+    let virtual_ = cluster.protocol.is_virtual();
+    session.with_stage(at, |s| {
+        s.endpoint = match &endpoint {
+            Some(e) => Some(StageEndpoint::Endpoint(e.clone())),
+            None if virtual_ => Some(StageEndpoint::Virtual),
+            None => None,
+        }
+    });
+    let metadata = session.state().metadata.clone();
+    let target = Target {
+        cluster: cluster_name,
+        session: &session.name,
+        egress: matches!(at, StageRef::Egress(_)),
+        endpoint: endpoint.as_deref().map(|e| EndpointRef {
+            name: &e.name,
+            spec: &e.spec,
+        }),
+        metadata: &metadata,
+    };
+    match tokio::time::timeout(
+        Duration::from_millis(retry.timeout.max(1)),
+        cluster.protocol.connect(target),
+    )
+    .await
+    {
+        Ok(Ok(stage)) => Ok(stage),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ConnectError::Timeout(retry.timeout)),
+    }
+}
 
 /// Opens one stage, trying up to `attempts` times, each bounded by the retry timeout.
 /// Each attempt prefers an endpoint that has not failed yet (`failed` starts with the
 /// endpoints the caller already saw fail), so a retry fails over whatever the
 /// balancer's policy.
 pub(super) async fn connect(
-    proxy: &Proxy,
+    snap: &Snapshot,
     session: &Session,
     at: StageRef,
     cluster_name: &str,
     retry: Retry,
     attempts: u32,
     mut failed: Vec<String>,
-) -> Result<Stage, String> {
+) -> Result<Stage, StageFailed> {
     let m = metrics::global();
-    let mut last_error = String::new();
-    for attempt in 1..=attempts.max(1) {
-        let snap = proxy.snapshot();
+    let attempts = attempts.max(1);
+    let mut attempt_no = 1;
+    loop {
         let mut tried = None;
-        let result = match snap.clusters.get(cluster_name) {
-            None => Err(format!("cluster '{cluster_name}' not found")),
-            Some(cluster) => {
-                let endpoint = cluster
-                    .balancer
-                    .pick_avoiding(&session.state().metadata, &failed);
-                tried = endpoint.as_ref().map(|e| e.name.clone());
-                if cluster.protocol.needs_endpoint() && endpoint.is_none() {
-                    Err(format!("cluster '{cluster_name}' has no endpoint"))
-                } else {
-                    let virtual_ = cluster.protocol.is_virtual();
-                    session.with_stage(at, |s| {
-                        s.endpoint = match &endpoint {
-                            Some(e) => Some(StageEndpoint::Endpoint(e.clone())),
-                            None if virtual_ => Some(StageEndpoint::Virtual),
-                            None => None,
-                        }
-                    });
-                    let metadata = session.state().metadata.clone();
-                    let target = Target {
-                        cluster: cluster_name,
-                        session: &session.name,
-                        egress: matches!(at, StageRef::Egress(_)),
-                        endpoint: endpoint.as_deref(),
-                        metadata: &metadata,
-                    };
-                    match tokio::time::timeout(
-                        Duration::from_millis(retry.timeout.max(1)),
-                        cluster.protocol.connect(target),
-                    )
-                    .await
-                    {
-                        Ok(Ok(stage)) => Ok(stage),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("connect timed out after {} ms", retry.timeout)),
-                    }
-                }
-            }
-        };
-        match result {
+        match attempt(snap, session, at, cluster_name, retry, &failed, &mut tried).await {
             Ok(stage) => {
                 m.cluster_sessions.with_label_values(&[cluster_name]).inc();
                 m.cluster_active.with_label_values(&[cluster_name]).inc();
@@ -86,25 +144,32 @@ pub(super) async fn connect(
                 });
                 return Ok(stage);
             }
-            Err(e) => {
+            Err(error) => {
                 m.cluster_connect_failures
                     .with_label_values(&[cluster_name])
                     .inc();
                 session.event(
                     "CONNECT_FAILED",
-                    format!("cluster '{cluster_name}': attempt {attempt} of {attempts}: {e}"),
-                    json!({ "cluster": cluster_name, "attempt": attempt }),
+                    format!(
+                        "cluster '{cluster_name}': attempt {attempt_no} of {attempts}: {error}"
+                    ),
+                    json!({ "cluster": cluster_name, "attempt": attempt_no }),
                 );
-                last_error = e;
                 failed.extend(tried);
-                if attempt < attempts {
-                    session.with_stage(at, |s| s.status = StageStatus::Retrying);
-                    tokio::time::sleep(backoff(attempt)).await;
+                if attempt_no >= attempts {
+                    return Err(StageFailed {
+                        cluster: cluster_name.to_owned(),
+                        error,
+                    });
                 }
+                session.with_stage(at, |s| s.status = StageStatus::Retrying);
+                if error.backs_off() {
+                    tokio::time::sleep(backoff(attempt_no)).await;
+                }
+                attempt_no += 1;
             }
         }
     }
-    Err(format!("cluster '{cluster_name}': {last_error}"))
 }
 
 /// Pause before retry `attempt + 1`: 100 ms, doubling, at most a second.
@@ -114,7 +179,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Replaces a stage's broken connection under the route's retry policy.
 pub(super) struct StageRetry {
-    pub(super) proxy: Arc<Proxy>,
+    pub(super) engine: Arc<Engine>,
     pub(super) session: Arc<Session>,
     pub(super) at: StageRef,
     pub(super) cluster: String,
@@ -167,7 +232,7 @@ impl Reconnect for StageRetry {
             tokio::time::sleep(backoff(fruitless)).await;
         }
         match connect(
-            &self.proxy,
+            &self.engine.snapshot(),
             &self.session,
             self.at,
             &self.cluster,
@@ -175,7 +240,8 @@ impl Reconnect for StageRetry {
             self.retry.num_retries.max(1),
             broken_endpoint.into_iter().collect(),
         )
-        .await?
+        .await
+        .map_err(|e| e.to_string())?
         {
             Stage::Conn(conn) => {
                 self.session.event(
@@ -185,7 +251,7 @@ impl Reconnect for StageRetry {
                 );
                 Ok(conn)
             }
-            Stage::Transform(_) | Stage::Plugin(_) => Err(format!(
+            Stage::Transform(_) => Err(format!(
                 "cluster '{}' is no longer a network cluster",
                 self.cluster
             )),

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::io::Interest;
 
 use super::stage::StageStats;
-use crate::protocol::stream::StreamSocket;
-use crate::protocol::{ChunkRx, ChunkTx, Conn, Framing};
+use crate::core::stream::StreamSocket;
+use crate::core::{ChunkRx, ChunkTx, Conn, Framing};
 
 /// Bytes one splice(2) call may move.
 const SPLICE_CHUNK: usize = 1 << 20;

@@ -1,63 +1,134 @@
 //! The session engine: listener -> rulelist -> route copy -> stages connected in
 //! parallel under the retry policy -> the direct path (splice or relay) when nothing
-//! sits between source and destination, else the ring of stage drivers.
+//! sits between source and destination, else the ring of stage drivers. A session
+//! reads the configuration once, when it is accepted: routing, connecting and driving
+//! all see that one snapshot (a reconnect later follows the cluster as it is then).
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::connect::{StageRetry, connect};
-use super::stage::{self, Meters, Processor, Reconnect, StageStats, Wiring};
-use super::{Session, StageInfo, StageRef, StageStatus, Status};
+use super::stage::{self, Meters, StageStats, Wiring};
+use super::{Registry, Session, StageInfo, StageRef, StageStatus, Status};
+use crate::core::http::{HttpBody, HttpReply};
+use crate::core::settings::HttpLimits;
+use crate::core::{Conn, Framing, Incoming, SessionSink, Stage};
 use crate::metrics;
 use crate::model::{Kind, Retry, Route, Snapshot};
-use crate::protocol::{Conn, Framing, Incoming, Stage};
-use crate::proxy::Proxy;
+use crate::routing;
 
 /// Chunks buffered between two stages.
 const RING_CAPACITY: usize = 64;
-/// How deep `apply` may chain rulelists (a loop would otherwise never end).
-const MAX_APPLY_DEPTH: usize = 16;
 
-/// Starts a session for what a listener accepted.
-pub fn spawn(proxy: Arc<Proxy>, listener: &str, incoming: Incoming) {
+/// What sessions run on: the live configuration, the session table, and the services
+/// the composition root plugs in (the REST API an HTTP listener may route to).
+pub struct Engine {
+    config: Arc<ArcSwap<Snapshot>>,
+    pub sessions: Arc<Registry>,
+    api: OnceLock<axum::Router>,
+}
+
+impl Engine {
+    pub fn new(config: Arc<ArcSwap<Snapshot>>, sessions: Arc<Registry>) -> Arc<Engine> {
+        Arc::new(Engine {
+            config,
+            sessions,
+            api: OnceLock::new(),
+        })
+    }
+
+    /// The configuration as it is now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.config.load_full()
+    }
+
+    /// The REST API (and `/metrics`), for HTTP routes to `L7mpController` and
+    /// `Prometheus` clusters. Set once, by whoever builds the proxy.
+    pub fn serve_api(&self, api: axum::Router) {
+        let _ = self.api.set(api);
+    }
+
+    pub(super) fn api(&self) -> Option<&axum::Router> {
+        self.api.get()
+    }
+
+    /// Where a listener hands its sessions.
+    pub fn sink(self: &Arc<Self>, listener: &str) -> Arc<dyn SessionSink> {
+        Arc::new(EngineSink {
+            engine: self.clone(),
+            listener: listener.to_owned(),
+        })
+    }
+}
+
+/// A listener's way into the engine.
+struct EngineSink {
+    engine: Arc<Engine>,
+    listener: String,
+}
+
+#[async_trait::async_trait]
+impl SessionSink for EngineSink {
+    fn accept(&self, incoming: Incoming) {
+        spawn(self.engine.clone(), &self.listener, incoming);
+    }
+
+    async fn request(
+        &self,
+        req: hyper::Request<HttpBody>,
+        metadata: Value,
+        peer: SocketAddr,
+    ) -> HttpReply {
+        super::http::request(&self.engine, &self.listener, req, metadata, peer).await
+    }
+
+    fn http_limits(&self) -> HttpLimits {
+        self.engine.snapshot().admin.http.clone()
+    }
+}
+
+/// Starts a session for what a listener accepted, on the configuration of now.
+fn spawn(engine: Arc<Engine>, listener: &str, incoming: Incoming) {
     let session = Arc::new(Session::new(
-        proxy.sessions.next_name(listener),
+        engine.sessions.next_name(listener),
         listener,
         incoming.metadata.clone(),
     ));
     session.with_stage(StageRef::Source, |s| {
         s.peer = Some(incoming.conn.peer.clone())
     });
-    proxy.sessions.insert(session.clone());
+    engine.sessions.insert(session.clone());
     let m = metrics::global();
     m.listener_sessions.with_label_values(&[listener]).inc();
     m.listener_active.with_label_values(&[listener]).inc();
     m.active_sessions.inc();
+    let snap = engine.snapshot();
     tokio::spawn(async move {
-        let track = proxy
-            .snapshot()
+        let track = snap
             .listeners
             .get(&session.listener)
             .and_then(|l| l.options.track);
         let result = tokio::select! {
-            r = run(&proxy, &session, incoming) => r,
+            r = run(&engine, &snap, &session, incoming) => r,
             _ = session.kill.cancelled() => Err("deleted".to_owned()),
         };
-        finish(&proxy, &session, result, track);
+        finish(&engine.sessions, &session, result, track);
     });
 }
 
 fn finish(
-    proxy: &Arc<Proxy>,
+    sessions: &Arc<Registry>,
     session: &Arc<Session>,
     result: Result<(), String>,
-    track: Option<crate::model::bounds::Seconds>,
+    track: Option<crate::core::bounds::Seconds>,
 ) {
     let m = metrics::global();
     m.listener_active
@@ -80,82 +151,26 @@ fn finish(
     }
     match track {
         Some(secs) if secs.get() > 0.0 => {
-            let (proxy, name) = (proxy.clone(), session.name.clone());
+            let (sessions, name) = (sessions.clone(), session.name.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(secs.duration()).await;
-                proxy.sessions.remove(&name);
+                sessions.remove(&name);
             });
         }
-        _ => proxy.sessions.remove(&session.name),
+        _ => sessions.remove(&session.name),
     }
 }
 
-/// Finds the route for a session, applying rewrites to its metadata on the way.
-pub async fn lookup(
+async fn run(
+    engine: &Arc<Engine>,
     snap: &Snapshot,
-    listener: &str,
-    metadata: &mut Value,
-    uses: &mut Vec<(Kind, String)>,
-) -> Result<Arc<Route>, String> {
-    let l = snap
-        .listeners
-        .get(listener)
-        .ok_or_else(|| format!("listener '{listener}' not found"))?;
-    let mut rulelist = l.rules.clone();
-    for _ in 0..MAX_APPLY_DEPTH {
-        let rl = snap
-            .rulelists
-            .get(&rulelist)
-            .ok_or_else(|| format!("rulelist '{rulelist}' not found"))?;
-        uses.push((Kind::RuleList, rl.name.clone()));
-        let mut found = None;
-        for rule in rl.rules.iter().filter_map(|name| snap.rules.get(name)) {
-            let matched = if rule.predicate.calls_plugin() {
-                rule.predicate.eval_async(metadata).await
-            } else {
-                rule.predicate.eval(metadata)
-            };
-            if matched {
-                found = Some(rule);
-                break;
-            }
-        }
-        let rule = found.ok_or_else(|| "No route for session".to_owned())?;
-        uses.push((Kind::Rule, rule.name.clone()));
-        for rewrite in &rule.action.rewrite {
-            rewrite
-                .path
-                .set(metadata, rewrite.value.clone())
-                .map_err(|e| format!("rule '{}': rewrite: {e}", rule.name))?;
-        }
-        if let Some(route) = &rule.action.route {
-            let route = snap
-                .routes
-                .get(route)
-                .ok_or_else(|| format!("route '{route}' not found"))?;
-            uses.push((Kind::Route, route.name.clone()));
-            return Ok(route.clone());
-        }
-        match &rule.action.apply {
-            Some(next) => rulelist = next.clone(),
-            None => {
-                return Err(format!(
-                    "rule '{}' has neither a route nor an apply",
-                    rule.name
-                ));
-            }
-        }
-    }
-    Err(format!(
-        "rulelists apply each other more than {MAX_APPLY_DEPTH} deep"
-    ))
-}
-
-async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> Result<(), String> {
+    session: &Arc<Session>,
+    incoming: Incoming,
+) -> Result<(), String> {
     let Incoming { metadata, mut conn } = incoming;
     // A peer waiting for a handshake answer gets it, but never holds the session up long.
     let answer = Duration::from_secs(2);
-    match open(proxy, session, metadata).await {
+    match open(snap, session, metadata).await {
         Ok((opened, retry)) => {
             match tokio::time::timeout(answer, conn.routed(Ok(()))).await {
                 Ok(Ok(())) => {}
@@ -166,7 +181,7 @@ async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> 
             session.set_status(Status::Connected);
             session.with_stage(StageRef::Source, |s| s.status = StageStatus::Connected);
             session.event("CONNECTED", "all stages connected", Value::Null);
-            drive(proxy, session, conn, opened, retry).await
+            drive(engine, snap, session, conn, opened, retry).await
         }
         Err(e) => {
             let _ = tokio::time::timeout(answer, conn.routed(Err(&e))).await;
@@ -177,23 +192,23 @@ async fn run(proxy: &Arc<Proxy>, session: &Arc<Session>, incoming: Incoming) -> 
 
 /// Routes the session and connects all its stages.
 async fn open(
-    proxy: &Arc<Proxy>,
+    snap: &Snapshot,
     session: &Arc<Session>,
     mut metadata: Value,
 ) -> Result<(Vec<(StageRef, String, Stage)>, Retry), String> {
-    let snap = proxy.snapshot();
     let mut uses = Vec::new();
-    let routed = lookup(&snap, &session.listener, &mut metadata, &mut uses).await;
+    let routed = routing::route(snap, &session.listener, &mut metadata, &mut uses).await;
     {
         let mut state = session.state();
         state.metadata = Arc::new(metadata);
         state.uses.extend(uses);
     }
-    let route = routed.inspect_err(|_| {
+    let route = routed.map_err(|e| {
         metrics::global()
             .sessions_rejected
             .with_label_values(&[&session.listener])
             .inc();
+        e.to_string()
     })?;
     let destination = route.destination.clone();
     // The session's own copy: later changes to the route do not reach it.
@@ -235,7 +250,7 @@ async fn open(
     };
     let connects = stages.iter().map(|(at, cluster)| {
         connect(
-            proxy,
+            snap,
             session,
             *at,
             cluster,
@@ -247,7 +262,7 @@ async fn open(
     let connected = futures_util::future::join_all(connects).await;
     let mut opened = Vec::with_capacity(connected.len());
     for ((at, cluster), result) in stages.into_iter().zip(connected) {
-        opened.push((at, cluster, result?));
+        opened.push((at, cluster, result.map_err(|e| e.to_string())?));
     }
     Ok((opened, route.retry))
 }
@@ -257,7 +272,7 @@ fn warn_on_mixed_framing(session: &Session, source: &Conn, opened: &[(StageRef, 
     let streams: Vec<&str> = std::iter::once((source.framing, session.listener.as_str()))
         .chain(opened.iter().filter_map(|(_, c, s)| match s {
             Stage::Conn(conn) => Some((conn.framing, c.as_str())),
-            Stage::Transform(_) | Stage::Plugin(_) => None,
+            Stage::Transform(_) => None,
         }))
         .filter(|(f, _)| *f == Framing::Stream)
         .map(|(_, n)| n)
@@ -319,7 +334,8 @@ fn stats_for(
 /// Moves the session's data until it ends: directly between source and destination
 /// when nothing sits between them and no reconnect may be needed, else on the ring.
 async fn drive(
-    proxy: &Arc<Proxy>,
+    engine: &Arc<Engine>,
+    snap: &Snapshot,
     session: &Arc<Session>,
     source: Conn,
     mut opened: Vec<(StageRef, String, Stage)>,
@@ -327,14 +343,14 @@ async fn drive(
 ) -> Result<(), String> {
     let bare = opened.len() == 1 && matches!(opened[0].2, Stage::Conn(_)) && !retry.on_disconnect();
     if !bare {
-        return drive_ring(proxy, session, source, opened, retry).await;
+        return drive_ring(engine, snap, session, source, opened, retry).await;
     }
     let Some((_, cluster, Stage::Conn(destination))) = opened.pop() else {
         unreachable!("checked above")
     };
     let (source_stats, _) = stats_for(session, StageRef::Source, &session.listener);
     let (destination_stats, kick) = stats_for(session, StageRef::Destination, &cluster);
-    let half_close = half_close_of(proxy, session);
+    let half_close = half_close_of(snap, session);
     for at in [StageRef::Source, StageRef::Destination] {
         session.with_stage(at, |s| s.status = StageStatus::Ready);
     }
@@ -342,7 +358,7 @@ async fn drive(
     let offloaded = if splice {
         None
     } else {
-        super::direct::offload(&proxy.snapshot().admin, &source, &destination, true, true)
+        super::direct::offload(&snap.admin, &source, &destination, true, true)
     };
     session.state().datapath = Some(match (splice, &offloaded) {
         (true, _) => "splice",
@@ -391,7 +407,8 @@ async fn drive(
 
 /// Wires the ring and runs the drivers until every stage has ended, or one fails.
 async fn drive_ring(
-    proxy: &Arc<Proxy>,
+    engine: &Arc<Engine>,
+    snap: &Snapshot,
     session: &Arc<Session>,
     source: Conn,
     opened: Vec<(StageRef, String, Stage)>,
@@ -416,7 +433,7 @@ async fn drive_ring(
         let destination = ring.iter().find(|(at, _, _)| *at == StageRef::Destination);
         match (&ring[0].2, destination) {
             (Stage::Conn(src), Some((_, cluster, Stage::Conn(dst)))) if !retry.on_disconnect() => {
-                super::direct::offload(&proxy.snapshot().admin, src, dst, no_ingress, no_egress)
+                super::direct::offload(&snap.admin, src, dst, no_ingress, no_egress)
                     .map(|o| (o, cluster.clone()))
             }
             _ => None,
@@ -439,7 +456,7 @@ async fn drive_ring(
         .map(|_| mpsc::channel::<Bytes>(RING_CAPACITY))
         .unzip();
     let mut drivers = JoinSet::new();
-    let half_close = half_close_of(proxy, session);
+    let half_close = half_close_of(snap, session);
     for (i, ((at, origin, stage), inbox)) in ring.into_iter().zip(inboxes).enumerate() {
         let (stats, kick) = stats_for(session, at, &origin);
         let wiring = Wiring {
@@ -450,22 +467,21 @@ async fn drive_ring(
             half_close,
         };
         let cluster = origin.clone();
-        let retry: Option<Box<dyn Reconnect>> = (at != StageRef::Source).then(|| {
+        let retry: Option<Box<dyn stage::Reconnect>> = (at != StageRef::Source).then(|| {
             Box::new(StageRetry {
-                proxy: proxy.clone(),
+                engine: engine.clone(),
                 session: session.clone(),
                 at,
                 cluster: cluster.clone(),
                 retry,
                 budget: AtomicU32::new(retry.num_retries),
                 fruitless: AtomicU32::new(0),
-            }) as Box<dyn Reconnect>
+            }) as Box<dyn stage::Reconnect>
         });
         drivers.spawn(async move {
             let result = match stage {
                 Stage::Conn(conn) => stage::run_conn(wiring, conn, retry).await,
-                Stage::Transform(t) => stage::run_transform(wiring, Processor::Builtin(t)).await,
-                Stage::Plugin(t) => stage::run_transform(wiring, Processor::Plugin(t)).await,
+                Stage::Transform(t) => stage::run_transform(wiring, t).await,
             };
             if at != StageRef::Source {
                 metrics::global()
@@ -496,14 +512,11 @@ async fn drive_ring(
 }
 
 /// The session's listener's half-close timeout (see `ListenerOptions`).
-fn half_close_of(proxy: &Proxy, session: &Session) -> Option<Duration> {
-    proxy
-        .snapshot()
-        .listeners
-        .get(&session.listener)
-        .map_or(Some(crate::model::DEFAULT_HALF_CLOSE_TIMEOUT), |l| {
-            l.options.half_close()
-        })
+fn half_close_of(snap: &Snapshot, session: &Session) -> Option<Duration> {
+    snap.listeners.get(&session.listener).map_or(
+        Some(crate::core::settings::DEFAULT_HALF_CLOSE_TIMEOUT),
+        |l| l.options.half_close(),
+    )
 }
 
 fn describe(at: StageRef, origin: &str) -> String {

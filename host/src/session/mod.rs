@@ -1,13 +1,18 @@
 //! Sessions: what a listener accepted, routed through a copy of its route. This module
-//! keeps the session objects the API lists; [`engine`] routes and connects them,
+//! keeps the session objects the API lists; [`engine`] routes and connects them (and
+//! answers HTTP listeners' requests, in `http`),
 //! [`stage`] moves their data on a ring of stage drivers, and `direct` joins a source
 //! and a destination with nothing between them (splice(2) or a one-task relay).
 
 mod connect;
 mod direct;
 pub mod engine;
+mod http;
 pub mod stage;
 pub mod view;
+
+pub use connect::ConnectError;
+pub use engine::Engine;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::StageContext;
 use crate::model::{Kind, Route};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -215,6 +221,22 @@ impl Session {
         let state = self.state();
         state.uses.iter().any(|(k, n)| *k == kind && n == name)
             || (kind == Kind::Endpoint && state.stages().any(|s| s.endpoint_name() == Some(name)))
+    }
+}
+
+/// What its stages see of a session: one context for built-in transforms and plugins.
+impl StageContext for Session {
+    fn session(&self) -> &str {
+        &self.name
+    }
+    fn metadata(&self) -> Arc<Value> {
+        self.state().metadata.clone()
+    }
+    fn replace_metadata(&self, metadata: Value) {
+        self.state().metadata = Arc::new(metadata);
+    }
+    fn event(&self, event: &str, message: String, content: Value) {
+        Session::event(self, event, message, content)
     }
 }
 

@@ -15,9 +15,7 @@ use prometheus::IntCounter;
 use tokio::sync::{Notify, mpsc};
 
 use super::{Counters, Session, StageRef, StageStatus};
-use crate::protocol::{
-    AsyncTransform, ChunkRx, ChunkTx, Conn, Framing, StageError, Transform, TransformContext,
-};
+use crate::core::{ChunkRx, ChunkTx, Conn, Framing, StageError, Transform};
 
 /// Prometheus counters of the listener or cluster a stage belongs to.
 pub struct Meters {
@@ -246,45 +244,17 @@ pub async fn run_conn(
     }
 }
 
-/// The in-process work of a transform stage.
-pub enum Processor {
-    Builtin(Box<dyn Transform>),
-    Plugin(Box<dyn AsyncTransform>),
-}
-
-impl Processor {
-    async fn process(
-        &mut self,
-        chunk: Bytes,
-        cx: &TransformContext<'_>,
-        session: &Session,
-        out: &mut Vec<Bytes>,
-    ) -> Result<(), StageError> {
-        match self {
-            Processor::Builtin(t) => t.process(chunk, cx, out).map_err(StageError::Chunk),
-            Processor::Plugin(t) => t.process(chunk, session, out).await,
-        }
-    }
-}
-
 /// Drives a transform stage: inbox -> transform -> next stage, until the inbox closes
 /// or the next stage is gone. A chunk the transform rejects is dropped and logged; a
 /// transform that gives up on the session ends it.
-pub async fn run_transform(mut w: Wiring, mut transform: Processor) -> Result<(), String> {
+pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> Result<(), String> {
     w.stats.status(StageStatus::Ready);
     let mut produced = Vec::new();
     let mut reported = 0u32;
-    let metadata = w.stats.session.state().metadata.clone();
+    let session = w.stats.session.clone();
     while let Some(chunk) = w.inbox.recv().await {
         w.stats.sent(chunk.len());
-        let cx = TransformContext {
-            session: &w.stats.session.name,
-            metadata: &metadata,
-        };
-        match transform
-            .process(chunk, &cx, &w.stats.session, &mut produced)
-            .await
-        {
+        match transform.process(chunk, &*session, &mut produced).await {
             Ok(()) => {}
             Err(StageError::Session(e)) => {
                 w.stats.status(StageStatus::End);

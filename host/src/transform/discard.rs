@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::transform_cluster;
-use crate::protocol::{Transform, TransformContext};
+use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "Discard";
 
@@ -11,13 +11,14 @@ pub const NAME: &str = "Discard";
 #[derive(Debug, Clone, Copy)]
 pub struct Discard;
 
+#[async_trait::async_trait]
 impl Transform for Discard {
-    fn process(
+    async fn process(
         &mut self,
         _: Bytes,
-        _: &TransformContext<'_>,
+        _: &dyn StageContext,
         _: &mut Vec<Bytes>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageError> {
         Ok(())
     }
 }
@@ -29,20 +30,19 @@ transform_cluster!(Discard, NAME, |_spec, _target| Ok::<_, std::io::Error>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::stage::Detached;
 
-    #[test]
-    fn swallows() {
+    #[tokio::test]
+    async fn swallows() {
         let md = serde_json::json!({});
         let mut out = Vec::new();
         Discard
             .process(
                 Bytes::from_static(b"x"),
-                &TransformContext {
-                    session: "s",
-                    metadata: &md,
-                },
+                &Detached::new("s", md.clone()),
                 &mut out,
             )
+            .await
             .unwrap();
         assert!(out.is_empty());
     }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::transform_cluster;
-use crate::protocol::{Transform, TransformContext};
+use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "Echo";
 
@@ -11,13 +11,14 @@ pub const NAME: &str = "Echo";
 #[derive(Debug, Clone, Copy)]
 pub struct Echo;
 
+#[async_trait::async_trait]
 impl Transform for Echo {
-    fn process(
+    async fn process(
         &mut self,
         chunk: Bytes,
-        _: &TransformContext<'_>,
+        _: &dyn StageContext,
         out: &mut Vec<Bytes>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageError> {
         out.push(chunk);
         Ok(())
     }
@@ -28,16 +29,15 @@ transform_cluster!(Echo, NAME, |_spec, _target| Ok::<_, std::io::Error>(Echo));
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::stage::Detached;
 
-    #[test]
-    fn echoes() {
+    #[tokio::test]
+    async fn echoes() {
         let md = serde_json::json!({});
-        let cx = TransformContext {
-            session: "s",
-            metadata: &md,
-        };
+        let cx = Detached::new("s", md.clone());
         let mut out = Vec::new();
         Echo.process(Bytes::from_static(b"hi"), &cx, &mut out)
+            .await
             .unwrap();
         assert_eq!(out, vec![Bytes::from_static(b"hi")]);
     }

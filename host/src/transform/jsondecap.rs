@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::transform_cluster;
-use crate::protocol::{Transform, TransformContext};
+use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "JSONDecap";
 
@@ -20,18 +20,20 @@ struct Encapsulated {
     payload: String,
 }
 
+#[async_trait::async_trait]
 impl Transform for JsonDecap {
-    fn process(
+    async fn process(
         &mut self,
         chunk: Bytes,
-        _: &TransformContext<'_>,
+        _: &dyn StageContext,
         out: &mut Vec<Bytes>,
-    ) -> Result<(), String> {
-        let msg: Encapsulated = serde_json::from_slice(&chunk)
-            .map_err(|e| format!("JSONDecap: not an encapsulated message: {e}"))?;
+    ) -> Result<(), StageError> {
+        let msg: Encapsulated = serde_json::from_slice(&chunk).map_err(|e| {
+            StageError::Chunk(format!("JSONDecap: not an encapsulated message: {e}"))
+        })?;
         let payload = STANDARD
             .decode(msg.payload.as_bytes())
-            .map_err(|e| format!("JSONDecap: payload is not base64: {e}"))?;
+            .map_err(|e| StageError::Chunk(format!("JSONDecap: payload is not base64: {e}")))?;
         out.push(Bytes::from(payload));
         Ok(())
     }
@@ -44,26 +46,27 @@ transform_cluster!(JsonDecap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::stage::Detached;
     use crate::transform::jsonencap::JsonEncap;
 
-    #[test]
-    fn round_trips_and_rejects_garbage() {
+    #[tokio::test]
+    async fn round_trips_and_rejects_garbage() {
         let md = serde_json::json!({"a": 1});
-        let cx = TransformContext {
-            session: "s",
-            metadata: &md,
-        };
+        let cx = Detached::new("s", md.clone());
         let (mut wrapped, mut plain) = (Vec::new(), Vec::new());
         JsonEncap
             .process(Bytes::from_static(b"payload\xff"), &cx, &mut wrapped)
+            .await
             .unwrap();
         JsonDecap
             .process(wrapped.pop().unwrap(), &cx, &mut plain)
+            .await
             .unwrap();
         assert_eq!(plain, vec![Bytes::from_static(b"payload\xff")]);
         assert!(
             JsonDecap
                 .process(Bytes::from_static(b"{not json"), &cx, &mut plain)
+                .await
                 .is_err()
         );
         assert!(
@@ -73,6 +76,7 @@ mod tests {
                     &cx,
                     &mut plain
                 )
+                .await
                 .is_err()
         );
         assert_eq!(plain.len(), 1);

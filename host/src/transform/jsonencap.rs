@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::transform_cluster;
-use crate::protocol::{Transform, TransformContext};
+use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "JSONEncap";
 
@@ -16,16 +16,18 @@ pub const NAME: &str = "JSONEncap";
 #[derive(Debug, Clone, Copy)]
 pub struct JsonEncap;
 
+#[async_trait::async_trait]
 impl Transform for JsonEncap {
-    fn process(
+    async fn process(
         &mut self,
         chunk: Bytes,
-        cx: &TransformContext<'_>,
+        cx: &dyn StageContext,
         out: &mut Vec<Bytes>,
-    ) -> Result<(), String> {
-        let doc = json!({ "metadata": cx.metadata, "payload": STANDARD.encode(&chunk) });
+    ) -> Result<(), StageError> {
+        let metadata = cx.metadata();
+        let doc = json!({ "metadata": &*metadata, "payload": STANDARD.encode(&chunk) });
         out.push(Bytes::from(
-            serde_json::to_vec(&doc).map_err(|e| e.to_string())?,
+            serde_json::to_vec(&doc).map_err(|e| StageError::Chunk(e.to_string()))?,
         ));
         Ok(())
     }
@@ -38,20 +40,19 @@ transform_cluster!(JsonEncap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::stage::Detached;
 
-    #[test]
-    fn wraps_metadata_and_payload() {
+    #[tokio::test]
+    async fn wraps_metadata_and_payload() {
         let md = json!({"labels": {"user": "u1"}});
         let mut out = Vec::new();
         JsonEncap
             .process(
                 Bytes::from_static(b"\x00hi"),
-                &TransformContext {
-                    session: "s",
-                    metadata: &md,
-                },
+                &Detached::new("s", md.clone()),
                 &mut out,
             )
+            .await
             .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();
         assert_eq!(

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::transform_cluster;
-use crate::protocol::{Transform, TransformContext};
+use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "Logger";
 
@@ -52,19 +52,20 @@ impl LoggerSpec {
     }
 }
 
+#[async_trait::async_trait]
 impl Transform for Logger {
-    fn process(
+    async fn process(
         &mut self,
         chunk: Bytes,
-        cx: &TransformContext<'_>,
+        cx: &dyn StageContext,
         out: &mut Vec<Bytes>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageError> {
         let text = String::from_utf8_lossy(&chunk);
         let line = format!(
             "{}{}{}: {:?}\n",
             self.prefix,
             if self.prefix.is_empty() { "" } else { ": " },
-            cx.session,
+            cx.session(),
             text
         );
         match &mut self.sink {
@@ -81,9 +82,10 @@ transform_cluster!(LoggerSpec, NAME, |spec, _target| spec.open());
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::stage::Detached;
 
-    #[test]
-    fn logs_to_a_file_and_passes_through() {
+    #[tokio::test]
+    async fn logs_to_a_file_and_passes_through() {
         let path = std::env::temp_dir().join(format!("l7mp-logger-{}.log", std::process::id()));
         let spec = LoggerSpec {
             protocol: NAME.into(),
@@ -96,12 +98,10 @@ mod tests {
         logger
             .process(
                 Bytes::from_static(b"hello"),
-                &TransformContext {
-                    session: "s1",
-                    metadata: &md,
-                },
+                &Detached::new("s1", md.clone()),
                 &mut out,
             )
+            .await
             .unwrap();
         assert_eq!(out, vec![Bytes::from_static(b"hello")]);
         // Written by the sink's own thread, soon.

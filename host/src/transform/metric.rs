@@ -6,7 +6,7 @@ use bytes::Bytes;
 use prometheus::IntCounter;
 
 use super::transform_cluster;
-use crate::protocol::{Transform, TransformContext};
+use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "Metric";
 
@@ -19,13 +19,14 @@ pub struct Metric {
     packets: IntCounter,
 }
 
+#[async_trait::async_trait]
 impl Transform for Metric {
-    fn process(
+    async fn process(
         &mut self,
         chunk: Bytes,
-        _: &TransformContext<'_>,
+        _: &dyn StageContext,
         out: &mut Vec<Bytes>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StageError> {
         self.bytes.inc_by(chunk.len() as u64);
         self.packets.inc();
         out.push(chunk);

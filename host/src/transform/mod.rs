@@ -9,12 +9,12 @@ pub mod jsonencap;
 pub mod logger;
 pub mod metric;
 
-/// Implements [`crate::protocol::ClusterProtocol`] for a transform's spec type; the
+/// Implements [`crate::core::ClusterProtocol`] for a transform's spec type; the
 /// closure opens the per-session transform (or fails to, as `io::Result`).
 macro_rules! transform_cluster {
     ($spec:ty, $name:expr, |$self_:ident, $target:ident| $make:expr) => {
         #[async_trait::async_trait]
-        impl $crate::protocol::ClusterProtocol for $spec {
+        impl $crate::core::ClusterProtocol for $spec {
             fn name(&self) -> &'static str {
                 $name
             }
@@ -23,11 +23,11 @@ macro_rules! transform_cluster {
             }
             async fn connect(
                 &self,
-                $target: $crate::protocol::Target<'_>,
-            ) -> std::io::Result<$crate::protocol::Stage> {
+                $target: $crate::core::Target<'_>,
+            ) -> std::io::Result<$crate::core::Stage> {
                 let $self_ = self;
                 let transform = ($make)?;
-                Ok($crate::protocol::Stage::Transform(Box::new(transform)))
+                Ok($crate::core::Stage::Transform(Box::new(transform)))
             }
         }
     };

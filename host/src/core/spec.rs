@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::error::{ConfigError, Result};
+use crate::core::error::{ConfigError, Result};
 
 /// How strictly requests and configs are checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,10 +28,10 @@ impl Validation {
     };
 
     /// These flags (from the command line) or what `admin` turns on.
-    pub fn with(self, admin: &super::Admin) -> Validation {
+    pub fn with(self, strict: bool, reject_unknown: bool) -> Validation {
         Validation {
-            strict: self.strict || admin.strict,
-            reject_unknown: self.reject_unknown || admin.reject_unknown_fields,
+            strict: self.strict || strict,
+            reject_unknown: self.reject_unknown || reject_unknown,
         }
     }
 

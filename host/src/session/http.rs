@@ -1,0 +1,127 @@
+//! HTTP listeners' requests, routed like sessions: the same rules, the same retry
+//! policy (an attempt that cannot reach its endpoint fails over to another), the same
+//! listener and cluster metrics. The destination decides what answers: an `HTTP`
+//! cluster forwards to an endpoint, `L7mpController` and `Prometheus` serve the API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use hyper::body::Body;
+use serde_json::Value;
+
+use super::engine::Engine;
+use crate::core::EndpointRef;
+use crate::core::http::{BoxError, HttpBody, HttpReply, error_reply, full};
+use crate::metrics;
+use crate::routing;
+
+pub(super) async fn request(
+    engine: &Engine,
+    listener: &str,
+    req: hyper::Request<HttpBody>,
+    mut metadata: Value,
+    peer: SocketAddr,
+) -> HttpReply {
+    let m = metrics::global();
+    m.listener_sessions.with_label_values(&[listener]).inc();
+    let snap = engine.snapshot();
+    let mut uses = Vec::new();
+    let route = match routing::route(&snap, listener, &mut metadata, &mut uses).await {
+        Ok(route) => route,
+        Err(e) => {
+            m.sessions_rejected.with_label_values(&[listener]).inc();
+            return error_reply(StatusCode::NOT_FOUND, &e.to_string());
+        }
+    };
+    let Some(cluster) = snap.clusters.get(&route.destination) else {
+        return error_reply(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "route '{}': its destination cluster does not exist",
+                route.name
+            ),
+        );
+    };
+    if cluster.protocol.serves_api() {
+        let Some(api) = engine.api() else {
+            return error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API is not served here",
+            );
+        };
+        m.cluster_sessions.with_label_values(&[&cluster.name]).inc();
+        let mut api = api.clone();
+        return match tower_service::Service::call(&mut api, req).await {
+            Ok(resp) => resp.map(|b| b.map_err(BoxError::from).boxed_unsync()),
+            Err(never) => match never {},
+        };
+    }
+    let Some(http) = cluster.protocol.http() else {
+        return error_reply(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "route '{}' goes to a {} cluster; HTTP requests go to HTTP, L7mpController or Prometheus clusters (WebSocket upgrades anywhere)",
+                route.name,
+                cluster.protocol.name()
+            ),
+        );
+    };
+    let timeout = Duration::from_millis(route.retry.timeout.max(1));
+    // A request body is sent once: only a request without one can be tried again.
+    let attempts = if route.retry.on_connect_failure() && req.body().is_end_stream() {
+        route.retry.num_retries + 1
+    } else {
+        1
+    };
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body.map_err(BoxError::from).boxed_unsync());
+    let mut failed: Vec<String> = Vec::new();
+    let mut last = error_reply(
+        StatusCode::BAD_GATEWAY,
+        &format!("cluster '{}' has no endpoint", cluster.name),
+    );
+    for _ in 0..attempts {
+        let Some(endpoint) = cluster.balancer.pick_avoiding(&metadata, &failed) else {
+            break;
+        };
+        // Only body-less requests are tried again, with an empty body.
+        let mut req = hyper::Request::new(body.take().unwrap_or_else(|| full(Bytes::new())));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = parts.headers.clone();
+        let target = EndpointRef {
+            name: &endpoint.name,
+            spec: &endpoint.spec,
+        };
+        match tokio::time::timeout(timeout, http.forward(req, target, &metadata, peer)).await {
+            Ok(Ok(resp)) => {
+                m.cluster_sessions.with_label_values(&[&cluster.name]).inc();
+                return resp;
+            }
+            Ok(Err(e)) => {
+                m.cluster_connect_failures
+                    .with_label_values(&[&cluster.name])
+                    .inc();
+                last = error_reply(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("cluster '{}': {e}", cluster.name),
+                );
+            }
+            Err(_) => {
+                m.cluster_connect_failures
+                    .with_label_values(&[&cluster.name])
+                    .inc();
+                last = error_reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("cluster '{}': no answer within {timeout:?}", cluster.name),
+                );
+            }
+        }
+        failed.push(endpoint.name.clone());
+    }
+    last
+}
