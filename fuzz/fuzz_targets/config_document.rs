@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use l7mp::model::inline::Builder;
+use l7mp::registry;
 use l7mp::core::spec::Validation;
 use l7mp::core::spec as parse;
 use l7mp::model::{Kind, Snapshot, render};
@@ -27,8 +27,7 @@ fuzz_target!(|data: &[u8]| {
             strict,
             reject_unknown,
         };
-        let mut whole = Builder::new(&Snapshot::default(), mode);
-        if whole.add_config(&doc).is_ok() {
+        if let Ok(whole) = registry::build(&Snapshot::default(), mode, |b| b.add_config(&doc)) {
             let _ = serde_json::to_vec(&render::objects(&whole.snap));
             for kind in [
                 Kind::Listener,
@@ -41,12 +40,16 @@ fuzz_target!(|data: &[u8]| {
                 let _ = serde_json::to_vec(&render::collection(&whole.snap, kind, true));
             }
         }
-        let mut each = Builder::new(&Snapshot::default(), mode);
-        let _ = each.add_listener(&doc);
-        let _ = each.add_cluster(&doc, None);
-        let _ = each.add_rulelist(&doc, None);
-        let _ = each.add_rule(&doc, None);
-        let _ = each.add_route(&doc, None);
-        let _ = serde_json::to_vec(&render::objects(&each.snap));
+        let each = registry::build(&Snapshot::default(), mode, |each| {
+            let _ = each.add_listener(&doc);
+            let _ = each.add_cluster(&doc, None);
+            let _ = each.add_rulelist(&doc, None);
+            let _ = each.add_rule(&doc, None);
+            let _ = each.add_route(&doc, None);
+            Ok(())
+        });
+        if let Ok(each) = each {
+            let _ = serde_json::to_vec(&render::objects(&each.snap));
+        }
     }
 });

@@ -13,12 +13,42 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::json::pointer::Pointer;
-use crate::model::{ConfigError, Endpoint, LoadBalancerSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::core::ConfigError;
 
 /// Ring points per unit of weight.
 const POINTS_PER_WEIGHT: f64 = 100.0;
 /// The most points a ring holds, whatever the weights: heavier rings are scaled down.
 const MAX_RING_POINTS: f64 = 65536.0;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+/// `cluster.loadbalancer`.
+pub struct LoadBalancerSpec {
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Pointer>,
+}
+
+fn default_policy() -> String {
+    "Trivial".into()
+}
+
+impl Default for LoadBalancerSpec {
+    fn default() -> Self {
+        LoadBalancerSpec {
+            policy: default_policy(),
+            key: None,
+        }
+    }
+}
+
+/// What a balancer picks among: a cluster's endpoints.
+pub trait Member {
+    fn name(&self) -> &str;
+    fn weight(&self) -> f64;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -39,10 +69,10 @@ impl Policy {
 }
 
 #[derive(Debug)]
-pub struct Balancer {
+pub struct Balancer<E> {
     policy: Policy,
     key: Option<Pointer>,
-    endpoints: Vec<Arc<Endpoint>>,
+    endpoints: Vec<Arc<E>>,
     /// (point, index into `endpoints`), sorted by point.
     ring: Vec<(u64, usize)>,
 }
@@ -53,27 +83,30 @@ fn hash_of(value: impl Hash) -> u64 {
     h.finish()
 }
 
-impl Balancer {
+impl<E: Member> Balancer<E> {
     /// Builds the balancer for a validated spec.
-    pub fn new(spec: &LoadBalancerSpec, endpoints: &[Arc<Endpoint>]) -> Balancer {
+    pub fn new(spec: &LoadBalancerSpec, endpoints: &[Arc<E>]) -> Balancer<E> {
         let policy = Policy::parse(&spec.policy).unwrap_or(Policy::Trivial);
         let mut ring = Vec::new();
         if policy == Policy::HashRing {
-            let total: f64 = endpoints.iter().map(|e| e.weight * POINTS_PER_WEIGHT).sum();
+            let total: f64 = endpoints
+                .iter()
+                .map(|e| e.weight() * POINTS_PER_WEIGHT)
+                .sum();
             let scale = if total > MAX_RING_POINTS {
                 MAX_RING_POINTS / total
             } else {
                 1.0
             };
             for (index, ep) in endpoints.iter().enumerate() {
-                let share = ep.weight * POINTS_PER_WEIGHT * scale;
+                let share = ep.weight() * POINTS_PER_WEIGHT * scale;
                 // Every endpoint with a weight keeps at least one point.
-                let points = if ep.weight > 0.0 {
+                let points = if ep.weight() > 0.0 {
                     share.round().max(1.0) as usize
                 } else {
                     0
                 };
-                ring.extend((0..points).map(|i| (hash_of((&ep.name, i)), index)));
+                ring.extend((0..points).map(|i| (hash_of((ep.name(), i)), index)));
             }
             ring.sort_unstable();
         }
@@ -86,14 +119,14 @@ impl Balancer {
     }
 
     /// The endpoint for a session with this metadata; `None` when there is none.
-    pub fn pick(&self, metadata: &Value) -> Option<Arc<Endpoint>> {
+    pub fn pick(&self, metadata: &Value) -> Option<Arc<E>> {
         self.pick_avoiding(metadata, &[])
     }
 
     /// Like [`Balancer::pick`], but prefers endpoints not named in `avoid` (the ones a
     /// retry just saw fail); when every endpoint is to be avoided, picks as usual.
-    pub fn pick_avoiding(&self, metadata: &Value, avoid: &[String]) -> Option<Arc<Endpoint>> {
-        let usable = |ep: &Arc<Endpoint>| !avoid.contains(&ep.name);
+    pub fn pick_avoiding(&self, metadata: &Value, avoid: &[String]) -> Option<Arc<E>> {
+        let usable = |ep: &Arc<E>| !avoid.iter().any(|a| a == ep.name());
         match self.policy {
             Policy::Trivial => self
                 .endpoints
@@ -115,11 +148,7 @@ impl Balancer {
 
     /// The first endpoint at or after the key's point on the ring that is usable, or
     /// the key's own endpoint when none is.
-    fn on_ring(
-        &self,
-        key: &Value,
-        usable: &dyn Fn(&Arc<Endpoint>) -> bool,
-    ) -> Option<Arc<Endpoint>> {
+    fn on_ring(&self, key: &Value, usable: &dyn Fn(&Arc<E>) -> bool) -> Option<Arc<E>> {
         if self.ring.is_empty() {
             return None;
         }
@@ -136,8 +165,8 @@ impl Balancer {
         Some(found.clone())
     }
 
-    fn random_by_weight(&self, usable: &dyn Fn(&Arc<Endpoint>) -> bool) -> Option<Arc<Endpoint>> {
-        let weight = |ep: &Arc<Endpoint>| if usable(ep) { ep.weight } else { 0.0 };
+    fn random_by_weight(&self, usable: &dyn Fn(&Arc<E>) -> bool) -> Option<Arc<E>> {
+        let weight = |ep: &Arc<E>| if usable(ep) { ep.weight() } else { 0.0 };
         let total: f64 = self.endpoints.iter().map(weight).sum();
         if total <= 0.0 {
             return None;
@@ -156,7 +185,7 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EndpointSpec;
+    use crate::model::{Endpoint, EndpointSpec};
     use serde_json::json;
     use std::collections::HashMap;
 
@@ -179,7 +208,7 @@ mod tests {
             .collect()
     }
 
-    fn ring(weights: &[f64]) -> Balancer {
+    fn ring(weights: &[f64]) -> Balancer<Endpoint> {
         let spec = LoadBalancerSpec {
             policy: "HashRing".into(),
             key: Some(Pointer::parse("/labels/user").unwrap()),
@@ -192,7 +221,7 @@ mod tests {
         let b = Balancer::new(&LoadBalancerSpec::default(), &endpoints(&[1.0, 1.0]));
         assert_eq!(b.pick(&json!({})).unwrap().name, "ep0");
         assert!(
-            Balancer::new(&LoadBalancerSpec::default(), &[])
+            Balancer::<Endpoint>::new(&LoadBalancerSpec::default(), &[])
                 .pick(&json!({}))
                 .is_none()
         );

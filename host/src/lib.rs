@@ -20,6 +20,7 @@ pub mod offload;
 pub mod plugin;
 pub mod protocol;
 pub mod proxy;
+pub mod registry;
 pub mod routing;
 pub mod session;
 pub mod transform;

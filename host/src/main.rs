@@ -136,10 +136,12 @@ async fn run(cli: Cli) -> ExitCode {
     }
     if cli.check {
         let strict = cli.validation().for_document(&doc);
-        let mut builder = model::inline::Builder::new(&model::Snapshot::default(), strict);
-        return match builder.add_config(&doc) {
-            Ok(()) => {
-                let s = &builder.snap;
+        // Plugins are compiled and checked, never made current.
+        let built =
+            l7mp::registry::build(&model::Snapshot::default(), strict, |b| b.add_config(&doc));
+        return match built {
+            Ok(change) => {
+                let s = &change.snap;
                 println!(
                     "{source}: OK ({} listeners, {} clusters, {} rulelists, {} rules, {} routes)",
                     s.listeners.len(),

@@ -135,12 +135,13 @@ impl Offload {
     }
 
     /// Whether sessions can be offloaded now. Under `no_init` the first session that
-    /// could be offloaded loads the program.
-    pub fn ready(&self, admin: &crate::model::Admin) -> bool {
-        if admin.offload == "no_init"
-            && !self.tried.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            self.configure("init", admin.offload_ifs.as_ref());
+    /// could be offloaded has the program loaded, on the blocking pool (loading and
+    /// attaching take milliseconds no I/O worker should wait for); that session stays
+    /// in userspace, the ones after it are offloaded once the program is in.
+    pub fn ready(&'static self, mode: &str, interfaces: Option<&serde_json::Value>) -> bool {
+        if mode == "no_init" && !self.tried.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let interfaces = interfaces.cloned();
+            tokio::task::spawn_blocking(move || self.configure("init", interfaces.as_ref()));
         }
         self.active()
     }

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize, Serializer};
 pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 /// The most attempts a retry policy may add.
 pub const MAX_RETRIES: u32 = 100;
+/// Functions an uploaded component may have by default (`admin.plugin_max_functions`).
+pub const DEFAULT_MAX_FUNCTIONS: u32 = 50_000;
 /// The longest one connect attempt may take, in milliseconds (an hour).
 pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// The largest endpoint weight.

@@ -9,6 +9,7 @@
 //! ([`settings`]) and the configuration error ([`error`]).
 
 pub mod bounds;
+pub mod build;
 pub mod conn;
 pub mod error;
 pub mod http;

@@ -6,11 +6,13 @@
 //! their parent's path, as in the draft.
 
 use std::fmt;
+use std::sync::Arc;
 
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 use super::pointer::{self, Pointer};
+use crate::core::build::{Matcher, PluginCatalog};
 
 /// A compiled predicate.
 #[derive(Debug, Clone)]
@@ -65,7 +67,7 @@ pub enum Predicate {
         path: Pointer,
     },
     /// A Wasm matcher plugin (`{plugin, config}`), given the whole metadata.
-    Plugin(crate::plugin::matcher::PluginMatcher),
+    Plugin(Arc<dyn Matcher>),
     And(Vec<Predicate>),
     Or(Vec<Predicate>),
     /// True when not all of the nested predicates hold.
@@ -101,11 +103,21 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PredicateError> {
 }
 
 impl Predicate {
-    /// Compiles a `match` value. `null` and strings are wildcards.
+    /// Compiles a `match` value. `null` and strings are wildcards. A `{plugin}`
+    /// operator is an error: see [`Predicate::compile_with`].
     pub fn compile(spec: &Value) -> Result<Predicate, PredicateError> {
+        Self::compile_with(spec, None)
+    }
+
+    /// Compiles a `match` value whose `{plugin, config}` operators run the matchers of
+    /// `plugins`.
+    pub fn compile_with(
+        spec: &Value,
+        plugins: Option<&dyn PluginCatalog>,
+    ) -> Result<Predicate, PredicateError> {
         match spec {
             Value::Null | Value::String(_) => Ok(Predicate::Any),
-            Value::Object(_) => compile_op(spec, "", 1),
+            Value::Object(_) => compile_op(spec, "", 1, plugins),
             other => err(format!(
                 "a match must be a JSONPredicate object, not {other}"
             )),
@@ -142,7 +154,7 @@ impl Predicate {
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(async move {
             match self {
-                Predicate::Plugin(m) => m.eval(doc).await,
+                Predicate::Plugin(m) => m.matches(doc).await,
                 Predicate::And(all) => {
                     for p in all {
                         if !p.eval_async(doc).await {
@@ -241,7 +253,12 @@ pub const MAX_DEPTH: usize = 16;
 /// 10 MiB, too much for one rule).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-fn compile_op(spec: &Value, parent: &str, depth: usize) -> Result<Predicate, PredicateError> {
+fn compile_op(
+    spec: &Value,
+    parent: &str,
+    depth: usize,
+    plugins: Option<&dyn PluginCatalog>,
+) -> Result<Predicate, PredicateError> {
     if depth > MAX_DEPTH {
         return err(format!("operations nest deeper than {MAX_DEPTH} levels"));
     }
@@ -249,9 +266,13 @@ fn compile_op(spec: &Value, parent: &str, depth: usize) -> Result<Predicate, Pre
         .as_object()
         .ok_or_else(|| PredicateError(format!("expected an operation object, got {spec}")))?;
     if obj.contains_key("plugin") && !obj.contains_key("op") {
-        return crate::plugin::matcher::PluginMatcher::compile(spec)
+        let Some(plugins) = plugins else {
+            return err("matcher plugins are not available here");
+        };
+        return plugins
+            .matcher(spec)
             .map(Predicate::Plugin)
-            .map_err(PredicateError);
+            .map_err(|e| PredicateError(e.message));
     }
     let op = obj
         .get("op")
@@ -291,7 +312,7 @@ fn compile_op(spec: &Value, parent: &str, depth: usize) -> Result<Predicate, Pre
         match obj.get("apply") {
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
-                .map(|item| compile_op(item, &path_text, depth + 1))
+                .map(|item| compile_op(item, &path_text, depth + 1, plugins))
                 .collect(),
             _ => err(format!("op '{op}' needs a non-empty 'apply' list")),
         }

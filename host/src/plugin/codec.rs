@@ -4,7 +4,7 @@
 //! (under `codec`) routes the session, and every message travels on as one chunk.
 //! Answers are encoded on their way back to the client.
 
-use crate::core::spec::Validation;
+use crate::core::build::BuildContext;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -18,11 +18,11 @@ use wasmtime::component::ResourceAny;
 
 use super::usage::PluginUse;
 use super::{Fault, Instance, PluginVersion, World, runtime};
+use crate::core::Result;
 use crate::core::{
     ChunkRx, ChunkTx, Conn, Framing, Incoming, ListenerContext, ListenerProtocol, ListenerTask,
     SessionSink,
 };
-use crate::model::Result;
 
 /// How long a client may take to complete its first message.
 const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(10);
@@ -38,9 +38,16 @@ impl CodecListener {
     pub fn new(
         transport: Arc<dyn ListenerProtocol>,
         spec: &Value,
-        strict: Validation,
+        cx: &BuildContext<'_>,
     ) -> Result<CodecListener> {
-        let usage = PluginUse::parse(spec, "spec.codec", &[], strict, World::Codec)?;
+        let usage = PluginUse::parse(
+            spec,
+            "spec.codec",
+            &[],
+            cx.validation,
+            World::Codec,
+            cx.plugins,
+        )?;
         Ok(CodecListener {
             transport,
             usage: Arc::new(usage),

@@ -11,40 +11,29 @@ use super::Runtime;
 use super::bindings::{self, codec, matcher, transform};
 use super::instance::HostState;
 use super::registry::{Described, PluginVersion};
-use crate::model::ConfigError;
+use crate::core::ConfigError;
 
-/// Which world a plugin implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum World {
-    Transform,
-    Codec,
-    Matcher,
+pub use crate::core::build::World;
+
+/// The WIT world a plugin of `world` targets.
+fn wit(world: World) -> &'static str {
+    match world {
+        World::Transform => "l7mp:plugin/transform-plugin@0.1.0",
+        World::Codec => "l7mp:plugin/codec-plugin@0.1.0",
+        World::Matcher => "l7mp:plugin/matcher-plugin@0.1.0",
+    }
 }
 
-impl World {
-    pub fn name(self) -> &'static str {
-        match self {
-            World::Transform => "transform",
-            World::Codec => "codec",
-            World::Matcher => "matcher",
-        }
+/// The interface a component of `world` exports.
+fn export(world: World) -> &'static str {
+    match world {
+        World::Transform => bindings::TRANSFORM_EXPORT,
+        World::Codec => bindings::CODEC_EXPORT,
+        World::Matcher => bindings::MATCHER_EXPORT,
     }
-    fn wit(self) -> &'static str {
-        match self {
-            World::Transform => "l7mp:plugin/transform-plugin@0.1.0",
-            World::Codec => "l7mp:plugin/codec-plugin@0.1.0",
-            World::Matcher => "l7mp:plugin/matcher-plugin@0.1.0",
-        }
-    }
-    fn export(self) -> &'static str {
-        match self {
-            World::Transform => bindings::TRANSFORM_EXPORT,
-            World::Codec => bindings::CODEC_EXPORT,
-            World::Matcher => bindings::MATCHER_EXPORT,
-        }
-    }
-    const ALL: [World; 3] = [World::Transform, World::Codec, World::Matcher];
 }
+
+const WORLDS: [World; 3] = [World::Transform, World::Codec, World::Matcher];
 
 /// A version's component, linked and with its exports resolved, ready to instantiate.
 pub enum WorldPre {
@@ -94,7 +83,7 @@ fn item_kind(item: &ComponentItem) -> &'static str {
 /// (`admin.plugin_max_functions`). Compiling costs memory in proportion to them (an
 /// 80,000-function component took 400-700 MiB), so the count is checked first.
 static MAX_FUNCTIONS: AtomicU32 = AtomicU32::new(DEFAULT_MAX_FUNCTIONS);
-pub const DEFAULT_MAX_FUNCTIONS: u32 = 50_000;
+pub use crate::core::bounds::DEFAULT_MAX_FUNCTIONS;
 
 pub fn set_max_functions(n: u32) {
     MAX_FUNCTIONS.store(n, Ordering::Relaxed);
@@ -177,9 +166,9 @@ impl Runtime {
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let worlds: Vec<World> = World::ALL
+        let worlds: Vec<World> = WORLDS
             .into_iter()
-            .filter(|w| ty.get_export(&self.engine, w.export()).is_some())
+            .filter(|w| ty.get_export(&self.engine, export(*w)).is_some())
             .collect();
         let world = match worlds.as_slice() {
             [one] => *one,
@@ -202,7 +191,7 @@ impl Runtime {
         let mismatch = |e: wasmtime::Error| {
             ConfigError::invalid(format!(
                 "the component does not fit world {}: {e:#}",
-                world.wit()
+                wit(world)
             ))
         };
         let pre: InstancePre<HostState> = self.linker.instantiate_pre(&component).map_err(|e| {

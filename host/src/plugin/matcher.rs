@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde_json::Value;
 
 use super::usage::PluginUse;
 use super::{World, runtime};
+use crate::core::build::{Matcher, PluginCatalog};
 
 #[derive(Debug, Clone)]
 pub struct PluginMatcher {
@@ -15,27 +17,33 @@ pub struct PluginMatcher {
 }
 
 impl PluginMatcher {
-    pub fn compile(spec: &Value) -> Result<PluginMatcher, String> {
+    pub fn compile(
+        spec: &Value,
+        plugins: &dyn PluginCatalog,
+    ) -> crate::core::Result<PluginMatcher> {
         let usage = PluginUse::parse(
             spec,
             "match",
             &[],
             crate::core::spec::Validation::LENIENT,
             World::Matcher,
-        )
-        .map_err(|e| e.message)?;
+            plugins,
+        )?;
         Ok(PluginMatcher {
             usage: Arc::new(usage),
         })
     }
+}
 
-    pub fn plugin(&self) -> &str {
+#[async_trait]
+impl Matcher for PluginMatcher {
+    fn plugin(&self) -> &str {
         &self.usage.plugin
     }
 
     /// Whether `metadata` matches. A missing plugin, an error or a fault is no match
     /// (logged); the rule list goes on.
-    pub async fn eval(&self, metadata: &Value) -> bool {
+    async fn matches(&self, metadata: &Value) -> bool {
         let usage = &self.usage;
         let Some(version) = runtime().plugins.current(&usage.plugin) else {
             tracing::warn!("matcher plugin '{}' is not loaded: no match", usage.plugin);

@@ -29,12 +29,14 @@ mod registry;
 pub mod transform;
 pub mod usage;
 
-use crate::core::spec::Validation;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
+
+use crate::core::build::{Matcher, PluginCatalog};
+use crate::core::spec::Validation;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use compile::{DEFAULT_MAX_FUNCTIONS, World, set_max_functions};
@@ -177,14 +179,14 @@ impl Runtime {
         name: String,
         version: String,
         bytes: bytes::Bytes,
-    ) -> Result<std::sync::Arc<PluginVersion>, crate::model::ConfigError> {
+    ) -> Result<std::sync::Arc<PluginVersion>, crate::core::ConfigError> {
         let compiled = tokio::task::spawn_blocking(move || {
             let compiled = self.compile(&name, &version, &bytes);
             after_compile();
             compiled
         })
         .await
-        .map_err(|e| crate::model::ConfigError::new(500, format!("compiling: {e}")))??;
+        .map_err(|e| crate::core::ConfigError::new(500, format!("compiling: {e}")))??;
         self.plugins.add(compiled)
     }
 }
@@ -207,31 +209,78 @@ struct FileEntry {
     version: Option<String>,
 }
 
-/// Loads a plugin listed in the config (`plugins: [{name, path, version}]`), unless its
-/// current version already has these bytes.
-pub fn load_from_config(entry: &serde_json::Value, strict: Validation) -> crate::model::Result<()> {
-    use crate::model::ConfigError;
-    let entry: FileEntry = crate::core::spec::typed(entry, "plugins[]", strict)?;
-    let context = |e: ConfigError| e.context(format!("plugin '{}'", entry.name));
-    let bytes = std::fs::read(&entry.path).map_err(|e| {
-        context(ConfigError::invalid(format!(
-            "cannot read {}: {e}",
-            entry.path.display()
-        )))
-    })?;
-    let sha = compile::sha256_hex(&bytes);
-    let rt = runtime();
-    if rt.plugins.is_current(&entry.name, &sha) {
-        return Ok(());
+/// The plugins one configuration change loads: compiled while the change is built,
+/// made current only when it commits (a change that fails leaves every plugin as it
+/// was). Objects of the change may name them as if they were loaded.
+#[derive(Default)]
+pub struct Staging {
+    staged: Mutex<Vec<PluginVersion>>,
+}
+
+impl Staging {
+    fn staged(&self) -> std::sync::MutexGuard<'_, Vec<PluginVersion>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
-    let version = entry
-        .version
-        .clone()
-        .unwrap_or_else(|| sha[..12].to_owned());
-    // CPU work: config loads run off the I/O workers (`proxy::off_workers`).
-    let compiled = rt.compile_hashed(&entry.name, &version, &bytes, sha.clone());
-    after_compile();
-    let compiled = compiled.map_err(context)?;
-    rt.plugins.add(compiled).map_err(context)?;
-    Ok(())
+
+    /// Makes every staged version current.
+    pub fn publish(self) -> crate::core::Result<()> {
+        let staged = self.staged.into_inner().unwrap_or_else(|p| p.into_inner());
+        for version in staged {
+            runtime().plugins.add(version)?;
+        }
+        Ok(())
+    }
+}
+
+impl PluginCatalog for Staging {
+    fn require(&self, name: &str, world: World) -> crate::core::Result<()> {
+        match self.staged().iter().find(|v| v.plugin == name) {
+            Some(v) if v.world != world => Err(crate::core::ConfigError::invalid(format!(
+                "plugin '{name}' is a {} plugin, not a {}",
+                v.world.name(),
+                world.name()
+            ))),
+            Some(_) => Ok(()),
+            None => runtime().plugins.require(name, world),
+        }
+    }
+
+    /// Compiles a plugin listed in the config (`plugins: [{name, path, version}]`),
+    /// unless its current version already has these bytes.
+    fn stage(&self, entry: &serde_json::Value, strict: Validation) -> crate::core::Result<()> {
+        use crate::core::ConfigError;
+        let entry: FileEntry = crate::core::spec::typed(entry, "plugins[]", strict)?;
+        let context = |e: ConfigError| e.context(format!("plugin '{}'", entry.name));
+        let bytes = std::fs::read(&entry.path).map_err(|e| {
+            context(ConfigError::invalid(format!(
+                "cannot read {}: {e}",
+                entry.path.display()
+            )))
+        })?;
+        let sha = compile::sha256_hex(&bytes);
+        let rt = runtime();
+        if rt.plugins.is_current(&entry.name, &sha) {
+            return Ok(());
+        }
+        if self.staged().iter().any(|v| v.plugin == entry.name) {
+            return Err(context(ConfigError::invalid(
+                "listed twice under 'plugins'",
+            )));
+        }
+        let version = entry
+            .version
+            .clone()
+            .unwrap_or_else(|| sha[..12].to_owned());
+        // CPU work: config loads run off the I/O workers (`proxy::off_workers`).
+        let compiled = rt.compile_hashed(&entry.name, &version, &bytes, sha.clone());
+        after_compile();
+        let compiled = compiled.map_err(context)?;
+        rt.plugins.check(&compiled).map_err(context)?;
+        self.staged().push(compiled);
+        Ok(())
+    }
+
+    fn matcher(&self, spec: &serde_json::Value) -> crate::core::Result<Arc<dyn Matcher>> {
+        Ok(Arc::new(matcher::PluginMatcher::compile(spec, self)?))
+    }
 }

@@ -15,8 +15,8 @@ use wasmtime::component::ResourceAny;
 use super::compile::{World, WorldPre};
 use super::instance::{Fault, Instance};
 use super::usage::PluginUse;
+use crate::core::ConfigError;
 use crate::metrics;
-use crate::model::ConfigError;
 
 /// The largest component the API accepts.
 pub const MAX_UPLOAD: usize = 32 << 20;
@@ -339,6 +339,31 @@ pub struct Plugins {
     map: RwLock<BTreeMap<String, Plugin>>,
 }
 
+fn check(map: &BTreeMap<String, Plugin>, version: &PluginVersion) -> Result<(), ConfigError> {
+    valid_name("plugin name", &version.plugin)?;
+    valid_name("version", &version.version)?;
+    let Some(p) = map.get(&version.plugin) else {
+        return Ok(());
+    };
+    let world = p.versions[p.current].world;
+    if world != version.world {
+        return Err(ConfigError::conflict(format!(
+            "plugin '{}' is a {} plugin; version '{}' is a {} plugin (delete the plugin first to change its world)",
+            version.plugin,
+            world.name(),
+            version.version,
+            version.world.name()
+        )));
+    }
+    if p.versions.iter().any(|v| v.version == version.version) {
+        return Err(ConfigError::conflict(format!(
+            "plugin '{}' already has a version '{}'",
+            version.plugin, version.version
+        )));
+    }
+    Ok(())
+}
+
 fn valid_name(what: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -386,10 +411,9 @@ impl Plugins {
     /// Adds a compiled version and makes it current. The name's earlier versions must
     /// be of the same world, and the version string new.
     pub fn add(&self, version: PluginVersion) -> Result<Arc<PluginVersion>, ConfigError> {
-        valid_name("plugin name", &version.plugin)?;
-        valid_name("version", &version.version)?;
         let version = Arc::new(version);
         let mut map = self.write();
+        check(&map, &version)?;
         match map.get_mut(&version.plugin) {
             None => {
                 map.insert(
@@ -401,28 +425,17 @@ impl Plugins {
                 );
             }
             Some(p) => {
-                let world = p.versions[p.current].world;
-                if world != version.world {
-                    return Err(ConfigError::conflict(format!(
-                        "plugin '{}' is a {} plugin; version '{}' is a {} plugin (delete the plugin first to change its world)",
-                        version.plugin,
-                        world.name(),
-                        version.version,
-                        version.world.name()
-                    )));
-                }
-                if p.versions.iter().any(|v| v.version == version.version) {
-                    return Err(ConfigError::conflict(format!(
-                        "plugin '{}' already has a version '{}'",
-                        version.plugin, version.version
-                    )));
-                }
                 p.versions.push(version.clone());
                 p.make_current(p.versions.len() - 1);
             }
         }
         tracing::info!(plugin = %version.label, world = version.world.name(), "plugin version is current");
         Ok(version)
+    }
+
+    /// Whether `version` could be added now (what [`Plugins::add`] checks).
+    pub fn check(&self, version: &PluginVersion) -> Result<(), ConfigError> {
+        check(&self.read(), version)
     }
 
     /// Whether `name`'s current version already has these bytes (a config reload that

@@ -3,7 +3,7 @@
 //! the plugin's current version and its own `session` resource in it; it keeps that
 //! version until it ends, whatever is uploaded meanwhile.
 
-use crate::core::spec::Validation;
+use crate::core::build::{BuildContext, Protocol};
 use std::io;
 use std::sync::Arc;
 
@@ -25,8 +25,15 @@ pub struct WasmCluster {
 }
 
 impl WasmCluster {
-    pub fn from_spec(spec: &Value, strict: Validation) -> Result<WasmCluster> {
-        let usage = PluginUse::parse(spec, "spec", &["protocol"], strict, World::Transform)?;
+    pub fn from_spec(spec: &Value, cx: &BuildContext<'_>) -> Result<WasmCluster> {
+        let usage = PluginUse::parse(
+            spec,
+            "spec",
+            &[],
+            cx.validation,
+            World::Transform,
+            cx.plugins,
+        )?;
         Ok(WasmCluster {
             usage: Arc::new(usage),
         })
@@ -224,3 +231,12 @@ impl Drop for WasmStage {
         }
     }
 }
+
+/// A Wasm transform plugin.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(|spec, cx| Ok(Arc::new(WasmCluster::from_spec(spec, cx)?))),
+    carries: Protocol::CARRIES_NOTHING,
+};

@@ -172,7 +172,8 @@ impl PluginUse {
         skip: &[&str],
         strict: Validation,
         world: super::World,
-    ) -> crate::model::Result<PluginUse> {
+        plugins: &dyn crate::core::build::PluginCatalog,
+    ) -> crate::core::Result<PluginUse> {
         let mut rest = value.clone();
         if let Some(obj) = rest.as_object_mut() {
             for key in skip {
@@ -180,8 +181,7 @@ impl PluginUse {
             }
         }
         let usage: PluginUse = crate::core::spec::typed(&rest, at, strict)?;
-        super::runtime()
-            .plugins
+        plugins
             .require(&usage.plugin, world)
             .map_err(|e| e.context(at))?;
         Ok(usage)

@@ -3,6 +3,7 @@
 //! and a new one when that ends; a cluster opens a socket on its interface per session.
 //! Frames the socket itself sent (and any other outgoing ones) are not read back.
 
+use crate::core::build::{Protocol, typed_cluster, typed_listener};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -25,8 +26,6 @@ const MAX_FRAME: usize = 65536;
 
 #[derive(Debug, Deserialize, PartialEq)]
 pub struct PacketSpec {
-    #[allow(dead_code)]
-    protocol: String,
     /// The interface to bind, e.g. `eth0`.
     interface: String,
 }
@@ -207,3 +206,12 @@ impl ClusterProtocol for PacketSpec {
         Ok(Stage::Conn(conn(&self.interface, None)?))
     }
 }
+
+/// Raw packets on an interface.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(typed_listener::<PacketSpec>),
+    cluster: Some(typed_cluster::<PacketSpec>),
+    carries: Protocol::CARRIES_NOTHING,
+};

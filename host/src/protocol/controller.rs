@@ -2,6 +2,7 @@
 //! an `HTTP` listener whose rules route to an `L7mpController` or `Prometheus` cluster
 //! serves the API (and `/metrics`) for those requests (see [`super::http`]).
 
+use crate::core::build::Protocol;
 use std::io;
 
 use async_trait::async_trait;
@@ -35,3 +36,21 @@ impl ClusterProtocol for ServiceCluster {
         ))
     }
 }
+
+/// The REST API, for HTTP listeners.
+pub const CONTROLLER_PROTOCOL: Protocol = Protocol {
+    name: CONTROLLER,
+    aliases: &[],
+    listener: None,
+    cluster: Some(|_, _| Ok(std::sync::Arc::new(ServiceCluster { name: CONTROLLER }))),
+    carries: Protocol::CARRIES_NOTHING,
+};
+
+/// `/metrics`, for HTTP listeners.
+pub const PROMETHEUS_PROTOCOL: Protocol = Protocol {
+    name: PROMETHEUS,
+    aliases: &[],
+    listener: None,
+    cluster: Some(|_, _| Ok(std::sync::Arc::new(ServiceCluster { name: PROMETHEUS }))),
+    carries: Protocol::CARRIES_NOTHING,
+};

@@ -3,6 +3,7 @@
 //! the child's stdout ends, the child is reaped: exit status 0 ends the session
 //! normally, anything else ends it with the status as the error.
 
+use crate::core::build::Protocol;
 use std::io;
 use std::process::Stdio;
 
@@ -19,8 +20,6 @@ pub const NAME: &str = "STDIO-fork";
 
 #[derive(Debug, Deserialize)]
 pub struct ForkCluster {
-    #[allow(dead_code)]
-    protocol: String,
     /// The program and its arguments; no shell is involved.
     command: Vec<String>,
 }
@@ -101,3 +100,16 @@ impl ClusterProtocol for ForkCluster {
         )))
     }
 }
+
+/// A child process per session, on its stdin and stdout.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(|spec, cx| {
+        let fork: ForkCluster = cx.parse(spec, "spec")?;
+        fork.validate().map_err(crate::core::ConfigError::invalid)?;
+        Ok(std::sync::Arc::new(fork))
+    }),
+    carries: Protocol::CARRIES_NOTHING,
+};

@@ -13,6 +13,7 @@
 //! - a WebSocket upgrade request becomes a WebSocket session on the same port, routed
 //!   like one accepted by a `WebSocket` listener.
 
+use crate::core::build::{Protocol, typed_listener};
 use crate::core::spec::Validation;
 use std::convert::Infallible;
 use std::io;
@@ -58,8 +59,6 @@ const HOP_HEADERS: &[&str] = &[
 
 #[derive(Debug, Deserialize)]
 pub struct HttpListenerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     port: u16,
     #[serde(default)]
     address: Option<String>,
@@ -195,8 +194,6 @@ fn upgrade(cx: &ListenerContext, metadata: Value, mut req: Request<Body>) -> Htt
 
 #[derive(Debug, Deserialize)]
 struct HttpClusterSpec {
-    #[allow(dead_code)]
-    protocol: String,
     #[serde(default)]
     port: Option<u16>,
     /// Speak HTTP/2 over cleartext to the upstream (prior knowledge).
@@ -296,3 +293,12 @@ impl ClusterProtocol for HttpCluster {
         ))
     }
 }
+
+/// HTTP/1.1 and h2c, routed per request.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(typed_listener::<HttpListenerSpec>),
+    cluster: Some(|spec, cx| Ok(Arc::new(HttpCluster::from_spec(spec, cx.validation)?))),
+    carries: Protocol::CARRIES_NOTHING,
+};

@@ -12,7 +12,7 @@
 //! Over byte streams the header is the first complete JSON value; what follows it is
 //! data.
 
-use crate::core::spec::Validation;
+use crate::core::build::{BuildContext, Protocol};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,65 +25,51 @@ use serde_json::{Value, json};
 use super::json_header::{self, Refusal, VERSION};
 use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
-    ListenerTask, Stage, Target, registry,
+    ListenerTask, Stage, Target,
 };
 use crate::core::SessionSink;
-use crate::core::spec::typed;
+use crate::core::{ConfigError, Result};
 use crate::json::pointer::Pointer;
-use crate::model::{ConfigError, Result};
 
 pub const NAME: &str = "JSONSocket";
 /// How long a client may take to send its header.
 const HEADER_WAIT: Duration = Duration::from_secs(5);
-const TRANSPORTS: &[&str] = &[
-    "UDP",
-    "TCP",
-    "WebSocket",
-    "UnixDomainSocket",
-    "UnixDomainDgram",
-];
-/// A cluster may also run over these (as the original's schema allows): Stdio is a
-/// byte stream with a peer on its other end; Echo and Discard are in-process, with no
-/// peer to answer a handshake, so over them the cluster is their stage as it is.
-const CLUSTER_ONLY_TRANSPORTS: &[&str] = &["Stdio", "Echo", "Discard"];
 
 #[derive(Deserialize)]
 struct Spec {
-    #[allow(dead_code)]
-    protocol: String,
     transport: Value,
     #[serde(default)]
     header: Vec<Value>,
 }
 
-fn transport_of(spec: &Spec, cluster: bool) -> Result<()> {
+/// Checks that JSONSocket may run over the transport `spec.transport` names.
+fn transport_of(spec: &Spec, cluster: bool, cx: &BuildContext<'_>) -> Result<()> {
     let name = spec
         .transport
         .get("protocol")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let extra: &[&str] = if cluster {
-        CLUSTER_ONLY_TRANSPORTS
-    } else {
-        &[]
+    let carries = |p: &Protocol| {
+        if cluster {
+            p.carries.jsonsocket_cluster
+        } else {
+            p.carries.jsonsocket_listener
+        }
     };
-    if TRANSPORTS
-        .iter()
-        .chain(extra)
-        .any(|t| t.eq_ignore_ascii_case(name))
-    {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(format!(
-            "spec.transport: JSONSocket runs over {}, not '{name}'",
-            TRANSPORTS
-                .iter()
-                .chain(extra)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ")
-        )))
+    if cx.protocols.find(name).is_some_and(carries) {
+        return Ok(());
     }
+    let names: Vec<&str> = cx
+        .protocols
+        .all()
+        .iter()
+        .filter(|p| carries(p))
+        .map(|p| p.name)
+        .collect();
+    Err(ConfigError::invalid(format!(
+        "spec.transport: JSONSocket runs over {}, not '{name}'",
+        names.join(", ")
+    )))
 }
 
 /// A status answer as JSON bytes.
@@ -170,10 +156,12 @@ pub struct JsonSocketListener {
 }
 
 impl JsonSocketListener {
-    pub fn from_spec(spec: &Value, strict: Validation) -> Result<JsonSocketListener> {
-        let parsed: Spec = typed(spec, "spec", strict)?;
-        transport_of(&parsed, false)?;
-        let transport = registry::listener(&parsed.transport, strict)
+    pub fn from_spec(spec: &Value, cx: &BuildContext<'_>) -> Result<JsonSocketListener> {
+        let parsed: Spec = cx.parse(spec, "spec")?;
+        transport_of(&parsed, false, cx)?;
+        let transport = cx
+            .protocols
+            .listener(&parsed.transport, cx)
             .map_err(|e| e.context("spec.transport"))?;
         Ok(JsonSocketListener { transport })
     }
@@ -280,10 +268,12 @@ pub struct JsonSocketCluster {
 }
 
 impl JsonSocketCluster {
-    pub fn from_spec(spec: &Value, strict: Validation) -> Result<JsonSocketCluster> {
-        let parsed: Spec = typed(spec, "spec", strict)?;
-        transport_of(&parsed, true)?;
-        let transport = registry::cluster(&parsed.transport, strict)
+    pub fn from_spec(spec: &Value, cx: &BuildContext<'_>) -> Result<JsonSocketCluster> {
+        let parsed: Spec = cx.parse(spec, "spec")?;
+        transport_of(&parsed, true, cx)?;
+        let transport = cx
+            .protocols
+            .cluster(&parsed.transport, cx)
             .map_err(|e| e.context("spec.transport"))?;
         let header = parsed
             .header
@@ -363,3 +353,12 @@ impl ClusterProtocol for JsonSocketCluster {
         Ok(Stage::Conn(conn))
     }
 }
+
+/// JSONSocket: a JSON header, then data, over another transport.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(|spec, cx| Ok(Arc::new(JsonSocketListener::from_spec(spec, cx)?))),
+    cluster: Some(|spec, cx| Ok(Arc::new(JsonSocketCluster::from_spec(spec, cx)?))),
+    carries: Protocol::CARRIES_NOTHING,
+};

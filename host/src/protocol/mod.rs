@@ -12,7 +12,6 @@ pub mod json_header;
 pub mod jsonsocket;
 pub mod net;
 pub mod pipe;
-pub mod registry;
 pub mod sctp;
 pub mod stdio;
 pub mod sync;

@@ -71,8 +71,6 @@ pub fn at(addr: impl std::fmt::Display, e: io::Error) -> io::Error {
 /// The spec of a cluster that opens a socket per session: TCP, UDP, SCTP.
 #[derive(Debug, Deserialize)]
 pub struct SocketClusterSpec {
-    #[allow(dead_code)]
-    protocol: String,
     /// The endpoints' port (an endpoint's own `spec.port` wins).
     #[serde(default)]
     pub port: Option<u16>,

@@ -6,6 +6,7 @@
 //! its session; a cluster opens them per session, so a FIFO nobody reads from is a
 //! connect error and a writer that closes ends that direction.
 
+use crate::core::build::{BuildContext, Protocol};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -27,8 +28,6 @@ pub const NAME: &str = "PIPE";
 
 #[derive(Debug, Deserialize, PartialEq)]
 pub struct PipeSpec {
-    #[allow(dead_code)]
-    protocol: String,
     #[serde(default)]
     read: Option<PathBuf>,
     #[serde(default)]
@@ -205,7 +204,6 @@ impl ListenerProtocol for PipeSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let first = self.open(true)?;
         let spec = PipeSpec {
-            protocol: NAME.into(),
             read: self.read.clone(),
             write: self.write.clone(),
             read_fd: None,
@@ -263,4 +261,20 @@ fn with_done(conn: Conn, done: tokio::sync::oneshot::Sender<()>) -> Conn {
         tx,
         peer,
     )
+}
+
+/// Inherited pipes and FIFOs.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(|spec, cx| Ok(std::sync::Arc::new(pipe_spec(spec, cx)?))),
+    cluster: Some(|spec, cx| Ok(std::sync::Arc::new(pipe_spec(spec, cx)?))),
+    carries: Protocol::CARRIES_NOTHING,
+};
+
+fn pipe_spec(spec: &serde_json::Value, cx: &BuildContext<'_>) -> crate::core::Result<PipeSpec> {
+    let pipe: PipeSpec = cx.parse(spec, "spec")?;
+    pipe.validate()
+        .map_err(|e| crate::core::ConfigError::invalid(format!("spec: {e}")))?;
+    Ok(pipe)
 }

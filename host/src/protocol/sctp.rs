@@ -8,6 +8,7 @@
 //! datagrams and timers to the state machines and carries messages to and from the
 //! sessions.
 
+use crate::core::build::{Protocol, typed_cluster, typed_listener};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -342,8 +343,6 @@ impl Driver {
 
 #[derive(Debug, Deserialize)]
 pub struct SctpListenerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     /// The UDP encapsulation port.
     port: u16,
     #[serde(default)]
@@ -419,3 +418,12 @@ impl ClusterProtocol for SctpClusterSpec {
         Ok(Stage::Conn(conn))
     }
 }
+
+/// SCTP, in userspace over UDP.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(typed_listener::<SctpListenerSpec>),
+    cluster: Some(typed_cluster::<SctpClusterSpec>),
+    carries: Protocol::CARRIES_NOTHING,
+};

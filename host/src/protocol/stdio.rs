@@ -1,6 +1,7 @@
 //! `Stdio`: the proxy's own standard input and output as a stage. One session holds it
 //! at a time; another session asking for it fails to connect (and may retry).
 
+use crate::core::build::{Carries, Protocol, bare_cluster};
 use std::io;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ pub const NAME: &str = "Stdio";
 static STDIO: std::sync::LazyLock<Arc<Mutex<()>>> =
     std::sync::LazyLock::new(|| Arc::new(Mutex::new(())));
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct StdioCluster;
 
 /// Holds the stdio lock for as long as the session reads.
@@ -58,3 +59,16 @@ impl ClusterProtocol for StdioCluster {
         )))
     }
 }
+
+/// The proxy's own stdin and stdout; JSONSocket clusters may run over it.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(bare_cluster::<StdioCluster>),
+    carries: Carries {
+        codec: false,
+        jsonsocket_listener: false,
+        jsonsocket_cluster: true,
+    },
+};

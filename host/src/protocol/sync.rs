@@ -3,6 +3,7 @@
 //! there is rejected. Chunks keep their boundaries; a member that cannot keep up
 //! loses chunks rather than stalling the group.
 
+use crate::core::build::Protocol;
 use crate::core::spec::Validation;
 use std::collections::HashMap;
 use std::io;
@@ -23,8 +24,6 @@ const MEMBER_QUEUE: usize = 256;
 
 #[derive(Deserialize)]
 struct SyncSpec {
-    #[allow(dead_code)]
-    protocol: String,
     query: String,
 }
 
@@ -41,11 +40,11 @@ impl SyncCluster {
     pub fn from_spec(
         spec: &serde_json::Value,
         strict: Validation,
-    ) -> crate::model::Result<SyncCluster> {
+    ) -> crate::core::Result<SyncCluster> {
         let spec: SyncSpec = crate::core::spec::typed(spec, "spec", strict)?;
         Ok(SyncCluster {
             query: Pointer::parse(&spec.query)
-                .map_err(|e| crate::model::ConfigError::invalid(format!("spec.query: {e}")))?,
+                .map_err(|e| crate::core::ConfigError::invalid(format!("spec.query: {e}")))?,
             groups: Mutex::default(),
             next_member: AtomicU64::new(0),
         })
@@ -139,3 +138,17 @@ impl ClusterProtocol for SyncCluster {
         )))
     }
 }
+
+/// Sessions with the same label, broadcast to each other.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(|spec, cx| {
+        Ok(std::sync::Arc::new(SyncCluster::from_spec(
+            spec,
+            cx.validation,
+        )?))
+    }),
+    carries: Protocol::CARRIES_NOTHING,
+};

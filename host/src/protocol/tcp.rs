@@ -1,6 +1,7 @@
 //! TCP: a listener that emits a session per connection, a cluster that connects per
 //! session stage.
 
+use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
 use std::io;
 
 use async_trait::async_trait;
@@ -16,8 +17,6 @@ pub const NAME: &str = "TCP";
 
 #[derive(Debug, Deserialize)]
 pub struct TcpListenerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     port: u16,
     #[serde(default)]
     address: Option<String>,
@@ -72,3 +71,16 @@ impl ClusterProtocol for TcpClusterSpec {
         )))
     }
 }
+
+/// TCP: a codec or JSONSocket may run over it.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(typed_listener::<TcpListenerSpec>),
+    cluster: Some(typed_cluster::<TcpClusterSpec>),
+    carries: Carries {
+        codec: true,
+        jsonsocket_listener: true,
+        jsonsocket_cluster: true,
+    },
+};

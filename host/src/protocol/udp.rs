@@ -9,6 +9,7 @@
 //! filter which peers a server accepts. The cluster opens a socket per session stage,
 //! bound to `bind` when given and connected to the endpoint.
 
+use crate::core::build::{BuildContext, Carries, Protocol, typed_cluster};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -42,8 +43,6 @@ const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Deserialize)]
 pub struct UdpListenerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     port: u16,
     #[serde(default)]
     address: Option<String>,
@@ -466,4 +465,27 @@ impl ClusterProtocol for UdpClusterSpec {
         conn.udp = udp_path(&socket, None);
         Ok(Stage::Conn(conn))
     }
+}
+
+/// UDP: a codec or JSONSocket may run over it.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(udp_listener),
+    cluster: Some(typed_cluster::<UdpClusterSpec>),
+    carries: Carries {
+        codec: true,
+        jsonsocket_listener: true,
+        jsonsocket_cluster: true,
+    },
+};
+
+fn udp_listener(
+    spec: &serde_json::Value,
+    cx: &BuildContext<'_>,
+) -> crate::core::Result<Arc<dyn ListenerProtocol>> {
+    let udp: UdpListenerSpec = cx.parse(spec, "spec")?;
+    udp.validate()
+        .map_err(|e| crate::core::ConfigError::invalid(format!("spec: {e}")))?;
+    Ok(Arc::new(udp))
 }

@@ -1,6 +1,7 @@
 //! UNIX domain stream sockets: the listener binds `filename`, a cluster endpoint's
 //! address (or `path`) is the socket to connect to.
 
+use crate::core::build::{Carries, Protocol, bare_cluster, typed_listener};
 use std::io;
 use std::path::PathBuf;
 
@@ -19,8 +20,6 @@ pub const NAME: &str = "UnixDomainSocket";
 
 #[derive(Debug, Deserialize)]
 pub struct UnixListenerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     #[serde(alias = "path")]
     filename: PathBuf,
 }
@@ -65,7 +64,7 @@ impl ListenerProtocol for UnixListenerSpec {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct UnixCluster;
 
 #[async_trait]
@@ -85,3 +84,16 @@ impl ClusterProtocol for UnixCluster {
         Ok(Stage::Conn(Conn::socket(StreamSocket::Unix(stream), path)))
     }
 }
+
+/// UNIX stream sockets: a codec or JSONSocket may run over them.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(typed_listener::<UnixListenerSpec>),
+    cluster: Some(bare_cluster::<UnixCluster>),
+    carries: Carries {
+        codec: true,
+        jsonsocket_listener: true,
+        jsonsocket_cluster: true,
+    },
+};

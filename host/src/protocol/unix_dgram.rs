@@ -3,6 +3,7 @@
 //! a path to be answered); a cluster binds a private path of its own per session and
 //! connects to the endpoint's path.
 
+use crate::core::build::{Carries, Protocol, bare_cluster, typed_listener};
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,6 @@ fn bind(path: &Path) -> io::Result<UnixDatagram> {
 
 #[derive(Debug, Deserialize)]
 pub struct UnixDgramListenerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     #[serde(alias = "path")]
     filename: PathBuf,
 }
@@ -147,7 +146,7 @@ impl ChunkTx for PeerTx {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct UnixDgramCluster;
 
 static NEXT_PRIVATE: AtomicU64 = AtomicU64::new(0);
@@ -211,3 +210,16 @@ impl ClusterProtocol for UnixDgramCluster {
         )))
     }
 }
+
+/// UNIX datagram sockets: JSONSocket may run over them.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: Some(typed_listener::<UnixDgramListenerSpec>),
+    cluster: Some(bare_cluster::<UnixDgramCluster>),
+    carries: Carries {
+        codec: false,
+        jsonsocket_listener: true,
+        jsonsocket_cluster: true,
+    },
+};

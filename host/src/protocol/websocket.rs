@@ -13,6 +13,7 @@
 //! messages use `spec.message` (`binary`, the default, `text`, or `auto`: text when
 //! the chunk is valid UTF-8).
 
+use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,8 +71,6 @@ pub(crate) fn config(max_message_size: Option<usize>) -> WebSocketConfig {
 
 #[derive(Debug, Deserialize)]
 pub struct WsListenerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     port: u16,
     #[serde(default)]
     address: Option<String>,
@@ -258,8 +257,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ChunkTx for WsTx<S> {
 
 #[derive(Debug, Deserialize)]
 pub struct WsClusterSpec {
-    #[allow(dead_code)]
-    protocol: String,
     #[serde(default)]
     port: Option<u16>,
     #[serde(default)]
@@ -328,3 +325,16 @@ impl ClusterProtocol for WsClusterSpec {
         Ok(Stage::Conn(conn(ws, remote.to_string(), self.message)))
     }
 }
+
+/// WebSocket (also `ws`): JSONSocket may run over it.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &["ws"],
+    listener: Some(typed_listener::<WsListenerSpec>),
+    cluster: Some(typed_cluster::<WsClusterSpec>),
+    carries: Carries {
+        codec: false,
+        jsonsocket_listener: true,
+        jsonsocket_cluster: true,
+    },
+};

@@ -303,7 +303,7 @@ pub fn offload(
     let offload = crate::offload::global();
     let (s, d) = (source.udp.as_ref()?, destination.udp.as_ref()?);
     if !(there || back)
-        || !offload.ready(admin)
+        || !offload.ready(&admin.offload, admin.offload_ifs.as_ref())
         || s.local.ip().is_unspecified()
         || d.local.ip().is_unspecified()
     {

@@ -1,5 +1,6 @@
 //! `Discard`: swallows every chunk; nothing ever comes back.
 
+use crate::core::build::{Carries, Protocol, bare_cluster};
 use bytes::Bytes;
 
 use super::transform_cluster;
@@ -8,7 +9,7 @@ use crate::core::{StageContext, StageError, Transform};
 pub const NAME: &str = "Discard";
 
 /// Stateless, so the cluster is the transform itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Discard;
 
 #[async_trait::async_trait]
@@ -26,6 +27,19 @@ impl Transform for Discard {
 transform_cluster!(Discard, NAME, |_spec, _target| Ok::<_, std::io::Error>(
     Discard
 ));
+
+/// Discard; JSONSocket clusters may run over it.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(bare_cluster::<Discard>),
+    carries: Carries {
+        codec: false,
+        jsonsocket_listener: false,
+        jsonsocket_cluster: true,
+    },
+};
 
 #[cfg(test)]
 mod tests {

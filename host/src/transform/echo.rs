@@ -1,5 +1,6 @@
 //! `Echo`: every chunk written comes back unchanged.
 
+use crate::core::build::{Carries, Protocol, bare_cluster};
 use bytes::Bytes;
 
 use super::transform_cluster;
@@ -8,7 +9,7 @@ use crate::core::{StageContext, StageError, Transform};
 pub const NAME: &str = "Echo";
 
 /// Stateless, so the cluster is the transform itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Echo;
 
 #[async_trait::async_trait]
@@ -25,6 +26,19 @@ impl Transform for Echo {
 }
 
 transform_cluster!(Echo, NAME, |_spec, _target| Ok::<_, std::io::Error>(Echo));
+
+/// Echo; JSONSocket clusters may run over it.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(bare_cluster::<Echo>),
+    carries: Carries {
+        codec: false,
+        jsonsocket_listener: false,
+        jsonsocket_cluster: true,
+    },
+};
 
 #[cfg(test)]
 mod tests {

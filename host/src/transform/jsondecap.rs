@@ -1,6 +1,7 @@
 //! `JSONDecap`: the reverse of `JSONEncap`; a chunk that is not an encapsulated
 //! message is dropped and logged against the session.
 
+use crate::core::build::{Protocol, bare_cluster};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use crate::core::{StageContext, StageError, Transform};
 pub const NAME: &str = "JSONDecap";
 
 /// Stateless, so the cluster is the transform itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct JsonDecap;
 
 #[derive(Deserialize)]
@@ -42,6 +43,15 @@ impl Transform for JsonDecap {
 transform_cluster!(JsonDecap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
     JsonDecap
 ));
+
+/// JSONDecap.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(bare_cluster::<JsonDecap>),
+    carries: Protocol::CARRIES_NOTHING,
+};
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! "<base64 of the chunk>"}`, so a downstream peer sees the session's (rewritten)
 //! metadata with every message.
 
+use crate::core::build::{Protocol, bare_cluster};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use crate::core::{StageContext, StageError, Transform};
 pub const NAME: &str = "JSONEncap";
 
 /// Stateless, so the cluster is the transform itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct JsonEncap;
 
 #[async_trait::async_trait]
@@ -36,6 +37,15 @@ impl Transform for JsonEncap {
 transform_cluster!(JsonEncap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
     JsonEncap
 ));
+
+/// JSONEncap.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(bare_cluster::<JsonEncap>),
+    carries: Protocol::CARRIES_NOTHING,
+};
 
 #[cfg(test)]
 mod tests {

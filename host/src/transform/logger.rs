@@ -2,6 +2,7 @@
 //! `log_prefix` and the session name, to `log_file` (`stdout`, `stderr` or a path;
 //! the proxy's log when unset).
 
+use crate::core::build::{Protocol, typed_cluster};
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -12,8 +13,6 @@ pub const NAME: &str = "Logger";
 
 #[derive(Debug, Deserialize)]
 pub struct LoggerSpec {
-    #[allow(dead_code)]
-    protocol: String,
     #[serde(default)]
     log_file: Option<String>,
     #[serde(default)]
@@ -79,6 +78,15 @@ impl Transform for Logger {
 
 transform_cluster!(LoggerSpec, NAME, |spec, _target| spec.open());
 
+/// Logger.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(typed_cluster::<LoggerSpec>),
+    carries: Protocol::CARRIES_NOTHING,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,7 +96,6 @@ mod tests {
     async fn logs_to_a_file_and_passes_through() {
         let path = std::env::temp_dir().join(format!("l7mp-logger-{}.log", std::process::id()));
         let spec = LoggerSpec {
-            protocol: NAME.into(),
             log_file: Some(path.display().to_string()),
             log_prefix: Some("in".into()),
         };

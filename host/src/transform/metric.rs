@@ -2,6 +2,7 @@
 //! `l7mp_metric_bytes_total` / `l7mp_metric_packets_total`; every stage's bytes also
 //! show in its session's listing.
 
+use crate::core::build::{Protocol, bare_cluster};
 use bytes::Bytes;
 use prometheus::IntCounter;
 
@@ -11,7 +12,7 @@ use crate::core::{StageContext, StageError, Transform};
 pub const NAME: &str = "Metric";
 
 /// The cluster; each session stage gets a [`Metric`] counting for it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct MetricCluster;
 
 pub struct Metric {
@@ -41,3 +42,12 @@ transform_cluster!(MetricCluster, NAME, |_spec, target| {
         packets: m.metric_packets.with_label_values(&[target.cluster]),
     })
 });
+
+/// Metric.
+pub const PROTOCOL: Protocol = Protocol {
+    name: NAME,
+    aliases: &[],
+    listener: None,
+    cluster: Some(bare_cluster::<MetricCluster>),
+    carries: Protocol::CARRIES_NOTHING,
+};

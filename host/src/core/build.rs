@@ -1,0 +1,157 @@
+//! Building implementations from specs. Each protocol file declares one [`Protocol`]:
+//! its name, aliases, what it can be (listener, cluster, the transport under a codec
+//! or JSONSocket) and how to build itself from its typed spec. The composition root
+//! lists them once and hands a [`BuildContext`] to every build, so a layer that wraps
+//! another (JSONSocket, a codec) builds its transport through the same list, and a
+//! plugin named by a spec is checked against what this change loads, not only what is
+//! already live.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::Result;
+use super::spec::{Validation, typed};
+use super::{ClusterProtocol, ListenerProtocol};
+
+/// Builds a listener from its spec (`protocol` already removed).
+pub type ListenerFactory = fn(&Value, &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>>;
+/// Builds a cluster from its spec (`protocol` already removed).
+pub type ClusterFactory = fn(&Value, &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>>;
+
+/// One protocol, as its file declares it.
+pub struct Protocol {
+    /// The name as l7mp spells it; `spec.protocol` matches it case-insensitively.
+    pub name: &'static str,
+    /// Other names configs in the wild use.
+    pub aliases: &'static [&'static str],
+    pub listener: Option<ListenerFactory>,
+    pub cluster: Option<ClusterFactory>,
+    pub carries: Carries,
+}
+
+/// Which layers a protocol can carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carries {
+    /// A Wasm codec may frame its listeners (`spec.codec`).
+    pub codec: bool,
+    /// JSONSocket runs over its listeners.
+    pub jsonsocket_listener: bool,
+    /// JSONSocket runs over its clusters.
+    pub jsonsocket_cluster: bool,
+}
+
+impl Protocol {
+    /// A protocol nothing can run over.
+    pub const CARRIES_NOTHING: Carries = Carries {
+        codec: false,
+        jsonsocket_listener: false,
+        jsonsocket_cluster: false,
+    };
+
+    pub fn is_called(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The protocol list, as builds see it.
+pub trait Protocols: Sync {
+    /// Builds a listener from a whole spec (with its `protocol`, and a `codec` if any).
+    fn listener(&self, spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>>;
+    /// Builds a cluster from a whole spec (with its `protocol`).
+    fn cluster(&self, spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>>;
+    /// The protocol a spec names, if it is known.
+    fn find(&self, name: &str) -> Option<&'static Protocol> {
+        self.all().iter().copied().find(|p| p.is_called(name))
+    }
+    /// Every protocol, in the order errors list them.
+    fn all(&self) -> &'static [&'static Protocol];
+}
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Transform,
+    Codec,
+    Matcher,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Transform => "transform",
+            World::Codec => "codec",
+            World::Matcher => "matcher",
+        }
+    }
+}
+
+/// A predicate operator evaluated outside the predicate engine (a Wasm matcher).
+#[async_trait]
+pub trait Matcher: Send + Sync + fmt::Debug {
+    /// The plugin it runs, for the objects a session uses.
+    fn plugin(&self) -> &str;
+    /// Whether `metadata` matches; any failure is no match.
+    async fn matches(&self, metadata: &Value) -> bool;
+}
+
+/// The plugins a change may name: those loaded now, and those the change itself loads
+/// (they go live with it, or not at all).
+pub trait PluginCatalog: Sync {
+    /// Checks that `name` is loaded (or being loaded) and implements `world`.
+    fn require(&self, name: &str, world: World) -> Result<()>;
+    /// Compiles a config file's `plugins[]` entry and holds it until the change
+    /// commits.
+    fn stage(&self, entry: &Value, validation: Validation) -> Result<()>;
+    /// Builds a `{plugin: NAME, config}` predicate operator.
+    fn matcher(&self, spec: &Value) -> Result<Arc<dyn Matcher>>;
+}
+
+/// What every build gets.
+#[derive(Clone, Copy)]
+pub struct BuildContext<'a> {
+    pub validation: Validation,
+    pub protocols: &'a dyn Protocols,
+    pub plugins: &'a dyn PluginCatalog,
+}
+
+impl BuildContext<'_> {
+    /// Parses a spec into its typed form, `what` naming it in errors.
+    pub fn parse<T: DeserializeOwned>(&self, spec: &Value, what: &str) -> Result<T> {
+        typed(spec, what, self.validation)
+    }
+}
+
+/// A listener whose typed spec is the listener itself.
+pub fn typed_listener<T>(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>>
+where
+    T: ListenerProtocol + DeserializeOwned + 'static,
+{
+    Ok(Arc::new(cx.parse::<T>(spec, "spec")?))
+}
+
+/// A cluster whose typed spec is the cluster itself.
+pub fn typed_cluster<T>(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>>
+where
+    T: ClusterProtocol + DeserializeOwned + 'static,
+{
+    Ok(Arc::new(cx.parse::<T>(spec, "spec")?))
+}
+
+/// The spec of a protocol with no settings of its own (strict mode still reports or
+/// rejects fields it does not know).
+#[derive(serde::Deserialize)]
+struct NoSettings {}
+
+/// A cluster with no settings.
+pub fn bare_cluster<T>(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>>
+where
+    T: ClusterProtocol + Default + 'static,
+{
+    cx.parse::<NoSettings>(spec, "spec")?;
+    Ok(Arc::new(T::default()))
+}

@@ -1,0 +1,164 @@
+//! The protocol list: every listener, cluster and transform protocol, each declared
+//! once in its own file (`PROTOCOL`) and listed here once. Adding a protocol is its
+//! file plus one line below. Names match case-insensitively (configs in the wild write
+//! `L7MPController` as well as `L7mpController`); each protocol parses its own typed
+//! spec, so errors name the field. Every configuration change is built here
+//! ([`build`]), the composition root of objects, protocols and plugins.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::core::build::{BuildContext, Protocol, Protocols};
+use crate::core::spec::Validation;
+use crate::core::{ClusterProtocol, ConfigError, ListenerProtocol, Result};
+use crate::model::inline::{Builder, Sealed};
+use crate::model::{Kind, Snapshot};
+use crate::plugin::Staging;
+use crate::plugin::codec::CodecListener;
+use crate::protocol::{
+    af_packet, controller, fork, http, jsonsocket, pipe, sctp, stdio, sync, tcp, udp, unix,
+    unix_dgram, websocket,
+};
+use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
+
+/// In the order error messages list them.
+static PROTOCOLS: &[&Protocol] = &[
+    &tcp::PROTOCOL,
+    &udp::PROTOCOL,
+    &unix::PROTOCOL,
+    &unix_dgram::PROTOCOL,
+    &websocket::PROTOCOL,
+    &jsonsocket::PROTOCOL,
+    &pipe::PROTOCOL,
+    &fork::PROTOCOL,
+    &sync::PROTOCOL,
+    &stdio::PROTOCOL,
+    &echo::PROTOCOL,
+    &discard::PROTOCOL,
+    &logger::PROTOCOL,
+    &metric::PROTOCOL,
+    &jsonencap::PROTOCOL,
+    &jsondecap::PROTOCOL,
+    &http::PROTOCOL,
+    &af_packet::PROTOCOL,
+    &sctp::PROTOCOL,
+    &crate::plugin::transform::PROTOCOL,
+    &controller::CONTROLLER_PROTOCOL,
+    &controller::PROMETHEUS_PROTOCOL,
+];
+
+/// The registry every build goes through.
+pub struct Registry;
+
+pub static REGISTRY: Registry = Registry;
+
+/// A spec's `protocol`, and the spec without it (what the protocol's typed spec reads).
+fn split(spec: &Value) -> Result<(&str, Value)> {
+    let protocol = match spec.get("protocol") {
+        Some(Value::String(p)) => p.as_str(),
+        Some(other) => {
+            return Err(ConfigError::invalid(format!(
+                "spec.protocol must be a string, not {other}"
+            )));
+        }
+        None if spec.is_object() => return Err(ConfigError::invalid("spec.protocol is required")),
+        None => {
+            return Err(ConfigError::invalid(
+                "'spec' must be an object with a 'protocol'",
+            ));
+        }
+    };
+    let mut rest = spec.clone();
+    if let Some(fields) = rest.as_object_mut() {
+        fields.remove("protocol");
+    }
+    Ok((protocol, rest))
+}
+
+fn unknown(kind: &str, protocol: &str, known: impl Iterator<Item = &'static str>) -> ConfigError {
+    ConfigError::invalid(format!(
+        "unknown {kind} protocol '{protocol}' (known: {})",
+        known.collect::<Vec<_>>().join(", ")
+    ))
+}
+
+impl Protocols for Registry {
+    fn all(&self) -> &'static [&'static Protocol] {
+        PROTOCOLS
+    }
+
+    fn listener(&self, spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>> {
+        let (name, mut rest) = split(spec)?;
+        let found = self.find(name);
+        let Some((protocol, build)) = found.and_then(|p| Some((p, p.listener?))) else {
+            let known = PROTOCOLS.iter().filter(|p| p.listener.is_some());
+            return Err(unknown("listener", name, known.map(|p| p.name)));
+        };
+        let Some(codec) = rest.as_object_mut().and_then(|f| f.remove("codec")) else {
+            return build(&rest, cx);
+        };
+        if !protocol.carries.codec {
+            let framed: Vec<&str> = PROTOCOLS
+                .iter()
+                .filter(|p| p.carries.codec)
+                .map(|p| p.name)
+                .collect();
+            let (last, rest) = framed.split_last().unwrap_or((&"no", &[]));
+            return Err(ConfigError::invalid(format!(
+                "spec.codec: a codec frames {} or {last} listeners, not {name}",
+                rest.join(", ")
+            )));
+        }
+        let transport = build(&rest, cx)?;
+        Ok(Arc::new(CodecListener::new(transport, &codec, cx)?))
+    }
+
+    fn cluster(&self, spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>> {
+        let (name, rest) = split(spec)?;
+        match self.find(name).and_then(|p| p.cluster) {
+            Some(build) => build(&rest, cx),
+            None => {
+                let known = PROTOCOLS.iter().filter(|p| p.cluster.is_some());
+                Err(unknown("cluster", name, known.map(|p| p.name)))
+            }
+        }
+    }
+}
+
+/// A configuration change, built and checked but not live: its snapshot, what it
+/// created, the unknown fields it accepted, and the plugins it loads (made current
+/// with it, by [`Staging::publish`]).
+pub struct Change {
+    pub snap: Snapshot,
+    pub created: Vec<(Kind, String)>,
+    pub warnings: Vec<String>,
+    pub plugins: Staging,
+}
+
+/// Builds a change on a working copy of `base`, everything through this registry.
+pub fn build(
+    base: &Snapshot,
+    validation: Validation,
+    f: impl FnOnce(&mut Builder<'_>) -> Result<()>,
+) -> Result<Change> {
+    let plugins = Staging::default();
+    let cx = BuildContext {
+        validation,
+        protocols: &REGISTRY,
+        plugins: &plugins,
+    };
+    let mut builder = Builder::new(base, cx);
+    f(&mut builder)?;
+    let Sealed {
+        snap,
+        created,
+        warnings,
+    } = builder.seal();
+    Ok(Change {
+        snap,
+        created,
+        warnings,
+        plugins,
+    })
+}
