@@ -162,3 +162,128 @@ pub fn build(
         plugins,
     })
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listener(spec: &Value, validation: Validation) -> Result<Arc<dyn ListenerProtocol>> {
+        let plugins = Staging::default();
+        let cx = BuildContext {
+            validation,
+            protocols: &REGISTRY,
+            plugins: &plugins,
+        };
+        REGISTRY.listener(spec, &cx)
+    }
+
+    fn cluster(spec: &Value, validation: Validation) -> Result<Arc<dyn ClusterProtocol>> {
+        let plugins = Staging::default();
+        let cx = BuildContext {
+            validation,
+            protocols: &REGISTRY,
+            plugins: &plugins,
+        };
+        REGISTRY.cluster(spec, &cx)
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(
+            cluster(&json!({"protocol": "L7MPController"}), Validation::LENIENT)
+                .unwrap()
+                .name(),
+            "L7mpController"
+        );
+        assert!(listener(&json!({"protocol": "udp", "port": 1}), Validation::LENIENT).is_ok());
+    }
+
+    #[test]
+    fn every_protocol_is_listed_once_under_each_name() {
+        let mut names: Vec<String> = PROTOCOLS
+            .iter()
+            .flat_map(|p| std::iter::once(p.name).chain(p.aliases.iter().copied()))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let all = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all, "a name is taken twice");
+        assert!(
+            PROTOCOLS
+                .iter()
+                .all(|p| p.listener.is_some() || p.cluster.is_some())
+        );
+        assert!(REGISTRY.find("ws").is_some_and(|p| p.name == "WebSocket"));
+    }
+
+    #[test]
+    fn a_spec_never_sees_its_protocol_and_jsonsocket_builds_its_transport_here() {
+        let reject = Validation {
+            strict: true,
+            reject_unknown: true,
+        };
+        // Strict mode would reject a `protocol` field the spec type does not have.
+        assert!(listener(&json!({"protocol": "TCP", "port": 1}), reject).is_ok());
+        assert!(cluster(&json!({"protocol": "Echo"}), reject).is_ok());
+        let over = |transport: &str| {
+            cluster(
+                &json!({"protocol": "JSONSocket", "transport": {"protocol": transport}}),
+                Validation::LENIENT,
+            )
+        };
+        assert!(over("Echo").is_ok());
+        let e = over("Logger").unwrap_err().message;
+        assert!(
+            e.starts_with("spec.transport: JSONSocket runs over TCP, UDP, UnixDomainSocket"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = |r: Result<Arc<dyn ClusterProtocol>>| r.unwrap_err().message;
+        assert!(
+            e(cluster(
+                &json!({"protocol": "Wasm", "plugin": "p"}),
+                Validation::LENIENT
+            ))
+            .starts_with("spec: plugin 'p' is not loaded")
+        );
+        assert!(
+            listener(
+                &json!({"protocol": "WebSocket", "port": 1, "codec": {"plugin": "p"}}),
+                Validation::LENIENT
+            )
+            .unwrap_err()
+            .message
+            .contains("a codec frames TCP, UDP or UnixDomainSocket listeners")
+        );
+        assert!(
+            e(cluster(&json!({"protocol": "Bogus"}), Validation::LENIENT))
+                .starts_with("unknown cluster protocol 'Bogus'")
+        );
+        assert_eq!(
+            e(cluster(&json!({"port": 1}), Validation::LENIENT)),
+            "spec.protocol is required"
+        );
+        let l = listener(
+            &json!({"protocol": "TCP", "port": "eighty"}),
+            Validation::LENIENT,
+        )
+        .unwrap_err();
+        assert!(l.message.contains("field 'port'"), "{l}");
+        let reject = Validation {
+            strict: true,
+            reject_unknown: true,
+        };
+        let strict = cluster(&json!({"protocol": "TCP", "prot": 1}), reject).unwrap_err();
+        assert!(strict.message.contains("'prot'"), "{strict}");
+        let udp = listener(
+            &json!({"protocol": "UDP", "port": 1, "options": {"mode": "singleton"}}),
+            Validation::LENIENT,
+        )
+        .unwrap_err();
+        assert!(udp.message.contains("singleton mode needs"), "{udp}");
+    }
+}

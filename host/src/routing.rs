@@ -127,3 +127,85 @@ pub fn reaches(
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::core::spec::Validation;
+
+    /// A configuration built from a document, without binding anything.
+    fn snapshot(doc: Value) -> Snapshot {
+        crate::registry::build(&Snapshot::default(), Validation::LENIENT, |b| {
+            b.add_config(&doc)
+        })
+        .map(|change| change.snap)
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn config(rulelists: Value) -> Value {
+        json!({
+            "admin": {},
+            "listeners": [{"name": "l", "spec": {"protocol": "UDP", "port": 0}, "rules": "main"}],
+            "clusters": [
+                {"name": "a", "spec": {"protocol": "Echo"}},
+                {"name": "b", "spec": {"protocol": "Discard"}}
+            ],
+            "rulelists": rulelists
+        })
+    }
+
+    async fn route_of(snap: &Snapshot, metadata: Value) -> (Result<String, RouteError>, Value) {
+        let mut metadata = metadata;
+        let mut uses = Vec::new();
+        let routed = route(snap, "l", &mut metadata, &mut uses).await;
+        (routed.map(|r| r.destination.clone()), metadata)
+    }
+
+    #[tokio::test]
+    async fn the_first_matching_rule_routes_and_its_rewrites_stay() {
+        let snap = snapshot(config(json!([{"name": "main", "rules": [
+            {"name": "to-b", "match": {"op": "test", "path": "/user", "value": "bob"},
+             "action": {"rewrite": [{"path": "/labels/tier", "value": "gold"}],
+                        "route": {"destination": "b"}}},
+            {"name": "to-a", "action": {"route": {"destination": "a"}}}
+        ]}])));
+        let (routed, md) = route_of(&snap, json!({"user": "bob"})).await;
+        assert_eq!(routed.unwrap(), "b");
+        assert_eq!(md["labels"]["tier"], "gold");
+        let (routed, md) = route_of(&snap, json!({"user": "eve"})).await;
+        assert_eq!(routed.unwrap(), "a");
+        assert!(md.get("labels").is_none());
+    }
+
+    #[tokio::test]
+    async fn apply_chains_rulelists_and_a_loop_is_an_error() {
+        let snap = snapshot(config(json!([
+            {"name": "main", "rules": [{"name": "go", "action": {"apply": "next"}}]},
+            {"name": "next", "rules": [
+                {"name": "n1", "match": {"op": "test", "path": "/x", "value": 1},
+                 "action": {"route": {"destination": "a"}}},
+                {"name": "back", "action": {"apply": "main"}}
+            ]}
+        ])));
+        assert_eq!(route_of(&snap, json!({"x": 1})).await.0.unwrap(), "a");
+        assert_eq!(route_of(&snap, json!({})).await.0, Err(RouteError::TooDeep));
+    }
+
+    #[tokio::test]
+    async fn no_matching_rule_and_unknown_listener_say_so() {
+        let snap = snapshot(config(json!([{"name": "main", "rules": [
+            {"name": "only", "match": {"op": "test", "path": "/x", "value": 1},
+             "action": {"route": {"destination": "a"}}}
+        ]}])));
+        assert_eq!(route_of(&snap, json!({})).await.0, Err(RouteError::NoMatch));
+        let mut md = json!({});
+        let e = route(&snap, "nope", &mut md, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "listener 'nope' not found");
+        assert!(reaches(&snap, "l", |c| c.name == "a"));
+        assert!(!reaches(&snap, "l", |c| c.name == "b"));
+    }
+}

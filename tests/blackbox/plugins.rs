@@ -343,3 +343,46 @@ fn the_config_loads_plugins_from_files_and_restarts_use_the_compile_cache() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_config_load_that_fails_loads_no_plugin_and_one_that_succeeds_loads_them_all() {
+    let proxy = Proxy::start();
+    proxy.load_plugin("upper", "rewrite");
+    let dir = std::env::temp_dir().join(format!("l7mp-plugin-tx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rewrite, hostile) = (dir.join("rewrite.wasm"), dir.join("hostile.wasm"));
+    std::fs::write(&rewrite, plugin_wasm("rewrite")).unwrap();
+    std::fs::write(&hostile, plugin_wasm("hostile")).unwrap();
+    // A port someone else holds: the listener cannot bind, so the load fails after
+    // every plugin has compiled.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = |port: u16| {
+        json!({
+            "admin": {},
+            "plugins": [
+                {"name": "upper", "path": hostile, "version": "v2"},
+                {"name": "fresh", "path": rewrite, "version": "v1"}
+            ],
+            "listeners": [{"name": "l", "spec": {"protocol": "UDP", "port": port, "address": "127.0.0.1"},
+                "rules": [{"action": {"route": {"destination":
+                    {"spec": {"protocol": "Wasm", "plugin": "fresh"}}}}}]}]
+        })
+    };
+    let (status, answer) = proxy.post("/api/v1/config", config(taken.local_addr().unwrap().port()));
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        proxy.get("/api/v1/plugins/fresh").0,
+        404,
+        "nothing of the failed load is live"
+    );
+    let (_, upper) = proxy.get("/api/v1/plugins/upper");
+    assert_eq!(upper["current"], "1", "{upper}");
+    assert_eq!(upper["versions"].as_array().unwrap().len(), 1, "{upper}");
+
+    let (status, answer) = proxy.post("/api/v1/config", config(free_udp_port()));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(version_field(&proxy, "fresh", "v1", "version"), "v1");
+    let (_, upper) = proxy.get("/api/v1/plugins/upper");
+    assert_eq!(upper["current"], "v2", "{upper}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -115,3 +115,31 @@ pub trait ListenerProtocol: Send + Sync + fmt::Debug {
         None
     }
 }
+
+/// For tests of a listener without the engine: a sink that hands every session to a
+/// channel.
+#[cfg(test)]
+pub(crate) mod testing {
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    pub struct ChannelSink(mpsc::UnboundedSender<Incoming>);
+
+    impl SessionSink for ChannelSink {
+        fn accept(&self, incoming: Incoming) {
+            let _ = self.0.send(incoming);
+        }
+    }
+
+    /// A context for listener `name` whose sessions arrive on the receiver.
+    pub fn context(name: &str) -> (ListenerContext, mpsc::UnboundedReceiver<Incoming>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cx = ListenerContext {
+            name: name.to_owned(),
+            sink: Arc::new(ChannelSink(tx)),
+            options: ListenerOptions::default(),
+        };
+        (cx, rx)
+    }
+}

@@ -3,7 +3,6 @@
 //! the plugin's current version and its own `session` resource in it; it keeps that
 //! version until it ends, whatever is uploaded meanwhile.
 
-use crate::core::build::{BuildContext, Protocol};
 use std::io;
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use wasmtime::component::ResourceAny;
 use super::bindings::transform::exports::l7mp::plugin::transform::{MetadataUpdate, Output};
 use super::usage::{OnFault, PluginUse};
 use super::{Fault, Instance, MAX_METADATA, PluginVersion, World, runtime};
+use crate::core::build::{BuildContext, Protocol};
 use crate::core::{ClusterProtocol, Result, Stage, StageContext, StageError, Target, Transform};
 
 pub const NAME: &str = "Wasm";

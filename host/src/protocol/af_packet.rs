@@ -3,7 +3,6 @@
 //! and a new one when that ends; a cluster opens a socket on its interface per session.
 //! Frames the socket itself sent (and any other outgoing ones) are not read back.
 
-use crate::core::build::{Protocol, typed_cluster, typed_listener};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -20,6 +19,8 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
 };
+
+use crate::core::build::{Protocol, typed_cluster, typed_listener};
 
 pub const NAME: &str = "AF_PACKET";
 const MAX_FRAME: usize = 65536;

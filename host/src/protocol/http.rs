@@ -13,7 +13,6 @@
 //! - a WebSocket upgrade request becomes a WebSocket session on the same port, routed
 //!   like one accepted by a `WebSocket` listener.
 
-use crate::core::build::{Protocol, typed_listener};
 use crate::core::spec::Validation;
 use std::convert::Infallible;
 use std::io;
@@ -40,6 +39,7 @@ use super::{
     ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net,
     websocket,
 };
+use crate::core::build::{Protocol, typed_listener};
 use crate::core::http::{BoxBody, BoxError, HttpReply, error_reply, full};
 use crate::core::{EndpointRef, HttpForward};
 

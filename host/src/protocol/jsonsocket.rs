@@ -12,7 +12,6 @@
 //! Over byte streams the header is the first complete JSON value; what follows it is
 //! data.
 
-use crate::core::build::{BuildContext, Protocol};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,7 @@ use super::{
     ListenerTask, Stage, Target,
 };
 use crate::core::SessionSink;
+use crate::core::build::{BuildContext, Protocol};
 use crate::core::{ConfigError, Result};
 use crate::json::pointer::Pointer;
 
@@ -362,3 +362,59 @@ pub const PROTOCOL: Protocol = Protocol {
     cluster: Some(|spec, cx| Ok(Arc::new(JsonSocketCluster::from_spec(spec, cx)?))),
     carries: Protocol::CARRIES_NOTHING,
 };
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::build::Protocols;
+    use crate::core::listener::testing;
+    use crate::core::spec::Validation;
+    use crate::registry::REGISTRY;
+
+    #[tokio::test]
+    async fn the_handshake_layer_wraps_the_transports_sink() {
+        let plugins = crate::plugin::Staging::default();
+        let cx = BuildContext {
+            validation: Validation::LENIENT,
+            protocols: &REGISTRY,
+            plugins: &plugins,
+        };
+        let spec = json!({"protocol": "JSONSocket",
+            "transport": {"protocol": "TCP", "port": 0, "address": "127.0.0.1"}});
+        let listener = REGISTRY.listener(&spec, &cx).unwrap();
+        let (lcx, mut sessions) = testing::context("j");
+        let task = listener.start(lcx).await.unwrap();
+        let addr: std::net::SocketAddr = task.local_addr.parse().unwrap();
+        let client = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(br#"{"JSONSocketVersion": 1, "user": "u1"}data"#)
+                .unwrap();
+            let mut answer = Vec::new();
+            let mut byte = [0u8; 1];
+            while !answer.ends_with(b"}") {
+                s.read_exact(&mut byte).unwrap();
+                answer.push(byte[0]);
+            }
+            String::from_utf8(answer).unwrap()
+        });
+        // The sink sees the session only after the handshake, with the header.
+        let mut incoming = tokio::time::timeout(Duration::from_secs(5), sessions.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(incoming.metadata["JSONSocket"]["user"], "u1");
+        assert_eq!(incoming.metadata["TCP"]["dst_port"], addr.port());
+        incoming.conn.routed(Ok(())).await.unwrap();
+        let answer: Value = serde_json::from_str(&client.await.unwrap()).unwrap();
+        assert_eq!(answer["JSONSocketStatus"], 200);
+        let (mut rx, _tx) = incoming.conn.into_halves();
+        assert_eq!(
+            rx.recv().await.unwrap().unwrap(),
+            Bytes::from_static(b"data")
+        );
+        task.stop().await;
+    }
+}

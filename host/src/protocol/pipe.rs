@@ -6,7 +6,6 @@
 //! its session; a cluster opens them per session, so a FIFO nobody reads from is a
 //! connect error and a writer that closes ends that direction.
 
-use crate::core::build::{BuildContext, Protocol};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -22,6 +21,7 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
 };
+use crate::core::build::{BuildContext, Protocol};
 use crate::core::stream::{StreamRx, StreamTx};
 
 pub const NAME: &str = "PIPE";

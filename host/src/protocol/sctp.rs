@@ -8,7 +8,6 @@
 //! datagrams and timers to the state machines and carries messages to and from the
 //! sessions.
 
-use crate::core::build::{Protocol, typed_cluster, typed_listener};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -30,6 +29,8 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
 };
+
+use crate::core::build::{Protocol, typed_cluster, typed_listener};
 
 pub const NAME: &str = "SCTP";
 /// Messages queued towards one session before the association stops reading.

@@ -1,7 +1,6 @@
 //! `Stdio`: the proxy's own standard input and output as a stage. One session holds it
 //! at a time; another session asking for it fails to connect (and may retry).
 
-use crate::core::build::{Carries, Protocol, bare_cluster};
 use std::io;
 use std::sync::Arc;
 
@@ -9,6 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{ChunkRx, ClusterProtocol, Conn, Framing, Stage, Target, stream};
+
+use crate::core::build::{Carries, Protocol, bare_cluster};
 
 pub const NAME: &str = "Stdio";
 

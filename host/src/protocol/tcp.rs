@@ -1,7 +1,6 @@
 //! TCP: a listener that emits a session per connection, a cluster that connects per
 //! session stage.
 
-use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
 use std::io;
 
 use async_trait::async_trait;
@@ -11,6 +10,7 @@ use super::net::{self};
 use super::{
     ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target,
 };
+use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
 use crate::core::stream::StreamSocket;
 
 pub const NAME: &str = "TCP";
@@ -84,3 +84,45 @@ pub const PROTOCOL: Protocol = Protocol {
         jsonsocket_cluster: true,
     },
 };
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::listener::testing;
+
+    #[tokio::test]
+    async fn a_listener_hands_each_connection_to_its_sink() {
+        let spec = TcpListenerSpec {
+            port: 0,
+            address: Some("127.0.0.1".into()),
+        };
+        let (cx, mut sessions) = testing::context("t");
+        let task = spec.start(cx).await.unwrap();
+        let addr: std::net::SocketAddr = task.local_addr.parse().unwrap();
+        let client = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"hi").unwrap();
+            let mut answer = [0u8; 2];
+            s.read_exact(&mut answer).unwrap();
+            (s.local_addr().unwrap().port(), answer)
+        });
+        let incoming = tokio::time::timeout(Duration::from_secs(5), sessions.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(incoming.metadata["TCP"]["dst_port"], addr.port());
+        assert!(incoming.conn.is_socket(), "kept whole for splice(2)");
+        let (mut rx, mut tx) = incoming.conn.into_halves();
+        assert_eq!(rx.recv().await.unwrap(), Some(Bytes::from_static(b"hi")));
+        tx.send(Bytes::from_static(b"yo")).await.unwrap();
+        let (port, answer) = client.await.unwrap();
+        assert_eq!(&answer, b"yo");
+        assert_eq!(incoming.metadata["TCP"]["src_port"], port);
+        task.stop().await;
+    }
+}

@@ -9,7 +9,6 @@
 //! filter which peers a server accepts. The cluster opens a socket per session stage,
 //! bound to `bind` when given and connected to the endpoint.
 
-use crate::core::build::{BuildContext, Carries, Protocol, typed_cluster};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -33,6 +32,7 @@ use super::{
 };
 use crate::core::UdpPath;
 use crate::core::bounds::Seconds;
+use crate::core::build::{BuildContext, Carries, Protocol, typed_cluster};
 
 pub const NAME: &str = "UDP";
 /// The largest UDP payload.

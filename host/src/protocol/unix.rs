@@ -1,7 +1,6 @@
 //! UNIX domain stream sockets: the listener binds `filename`, a cluster endpoint's
 //! address (or `path`) is the socket to connect to.
 
-use crate::core::build::{Carries, Protocol, bare_cluster, typed_listener};
 use std::io;
 use std::path::PathBuf;
 
@@ -14,6 +13,7 @@ use super::{
     ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage,
     Target, net,
 };
+use crate::core::build::{Carries, Protocol, bare_cluster, typed_listener};
 use crate::core::stream::StreamSocket;
 
 pub const NAME: &str = "UnixDomainSocket";

@@ -3,7 +3,6 @@
 //! a path to be answered); a cluster binds a private path of its own per session and
 //! connects to the endpoint's path.
 
-use crate::core::build::{Carries, Protocol, bare_cluster, typed_listener};
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,6 +20,8 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target, net,
 };
+
+use crate::core::build::{Carries, Protocol, bare_cluster, typed_listener};
 
 pub const NAME: &str = "UnixDomainDgram";
 const MAX_DATAGRAM: usize = 65536;

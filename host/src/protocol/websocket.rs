@@ -13,7 +13,6 @@
 //! messages use `spec.message` (`binary`, the default, `text`, or `auto`: text when
 //! the chunk is valid UTF-8).
 
-use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +36,8 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
 };
+
+use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
 
 pub const NAME: &str = "WebSocket";
 /// Largest message accepted unless `max_message_size` says otherwise.
