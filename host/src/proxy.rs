@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
+use crate::core::error::ErrorKind;
 use crate::core::spec::{Validation, take_unknown_fields, typed};
 use crate::core::{ListenerContext, ListenerTask};
 use crate::logging;
@@ -70,12 +71,12 @@ impl Proxy {
             options: listener.options.clone(),
         };
         listener.protocol.start(cx).await.map_err(|e| {
-            let status = if e.kind() == std::io::ErrorKind::AddrInUse {
-                409
+            let kind = if e.kind() == std::io::ErrorKind::AddrInUse {
+                ErrorKind::Conflict
             } else {
-                422
+                ErrorKind::Invalid
             };
-            ConfigError::new(status, format!("listener '{name}': cannot start: {e}"))
+            ConfigError::new(kind, format!("listener '{name}': cannot start: {e}"))
         })
     }
 
@@ -351,10 +352,10 @@ pub async fn off_workers<T: Send + 'static>(
     let _permit = HEAVY
         .acquire()
         .await
-        .map_err(|_| ConfigError::new(503, "the proxy is shutting down"))?;
+        .map_err(|_| ConfigError::new(ErrorKind::Unavailable, "the proxy is shutting down"))?;
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ConfigError::new(500, format!("internal error: {e}")))?
+        .map_err(|e| ConfigError::internal(format!("internal error: {e}")))?
 }
 
 /// Two listeners that bind the same way can swap without closing the socket: the same

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::core::error::ErrorKind;
 use crate::core::spec as parse;
 use crate::model::ConfigError;
 use crate::proxy::Proxy;
@@ -78,14 +79,28 @@ impl StatusBody {
     }
 }
 
+/// The HTTP status of each kind of error: the one place it is decided.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Malformed => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = status_of(self.0.kind);
         json_response(
             status,
             &ErrorBody {
-                status: self.0.status,
+                status: status.as_u16(),
                 message: self.0.message,
             },
         )
@@ -114,7 +129,7 @@ pub fn reply(query: &Query, body: &impl Serialize) -> ApiResult {
         }
         Some("yaml") => {
             let text =
-                serde_yaml::to_string(body).map_err(|e| ConfigError::new(500, e.to_string()))?;
+                serde_yaml::to_string(body).map_err(|e| ConfigError::internal(e.to_string()))?;
             let mut resp = (StatusCode::OK, text).into_response();
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -229,9 +244,11 @@ const MEDIA_TYPES: &str = "application/json, application/x-json, text/json, text
 /// without a preflight, so the type is also what keeps cross-site requests out.
 fn media_type(headers: &HeaderMap) -> Result<parse::Syntax, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err(
-            ConfigError::new(415, format!("the body needs a Content-Type: {MEDIA_TYPES}")).into(),
-        );
+        return Err(ConfigError::new(
+            ErrorKind::UnsupportedMedia,
+            format!("the body needs a Content-Type: {MEDIA_TYPES}"),
+        )
+        .into());
     };
     let essence = value
         .to_str()
@@ -250,7 +267,7 @@ fn media_type(headers: &HeaderMap) -> Result<parse::Syntax, ApiError> {
             Ok(parse::Syntax::Yaml)
         }
         other => Err(ConfigError::new(
-            415,
+            ErrorKind::UnsupportedMedia,
             format!(
                 "unsupported content type '{other}': send application/json or application/yaml"
             ),
@@ -267,7 +284,12 @@ pub async fn read_body(
     max: u64,
     timeout: Option<std::time::Duration>,
 ) -> Result<Bytes, ConfigError> {
-    let too_large = || ConfigError::new(413, format!("the body is larger than {max} bytes"));
+    let too_large = || {
+        ConfigError::new(
+            ErrorKind::TooLarge,
+            format!("the body is larger than {max} bytes"),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -278,9 +300,12 @@ pub async fn read_body(
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let collect = Limited::new(body, limit).collect();
     let collected = match timeout {
-        Some(t) => tokio::time::timeout(t, collect)
-            .await
-            .map_err(|_| ConfigError::new(408, format!("the body did not arrive within {t:?}")))?,
+        Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| {
+            ConfigError::new(
+                ErrorKind::Timeout,
+                format!("the body did not arrive within {t:?}"),
+            )
+        })?,
         None => collect.await,
     };
     collected.map(|c| c.to_bytes()).map_err(|e| {

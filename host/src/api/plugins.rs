@@ -63,7 +63,7 @@ async fn wasm_body(
         && !essence.eq_ignore_ascii_case("application/octet-stream")
     {
         return Err(ConfigError::new(
-            415,
+            crate::core::error::ErrorKind::UnsupportedMedia,
             format!("upload a component as application/wasm, not '{content_type}'"),
         ));
     }
@@ -185,7 +185,7 @@ pub async fn delete(
         match proxy.delete(*kind, object, true).await {
             Ok(()) => {}
             // Gone already with an earlier object of the list.
-            Err(e) if e.status == 404 => {}
+            Err(e) if e.kind == crate::core::error::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
     }

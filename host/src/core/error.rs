@@ -1,36 +1,59 @@
-//! The one error type of configuration and API operations. It carries the HTTP status
-//! the REST API answers with, so the CLI and the API report the same words.
+//! The one error type of configuration and API operations. It says what kind of
+//! problem it is; the API's edge (`api::body`) turns the kind into an HTTP status, so
+//! the CLI and the API report the same words.
 
 use std::fmt;
 
+/// What went wrong, as the caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The body is not JSON or YAML at all, or not what the endpoint takes.
+    Malformed,
+    /// A name that does not exist.
+    NotFound,
+    /// A name that exists already, an object in use, an address in use.
+    Conflict,
+    /// Well-formed, but not a valid object.
+    Invalid,
+    /// A body of a media type the endpoint does not take.
+    UnsupportedMedia,
+    /// A body larger than allowed.
+    TooLarge,
+    /// A body that did not arrive in time.
+    Timeout,
+    /// The proxy cannot do it now (shutting down).
+    Unavailable,
+    /// A fault of the proxy's own.
+    Internal,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub status: u16,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 impl ConfigError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ConfigError {
-            status,
+            kind,
             message: message.into(),
         }
     }
-    /// 400: the body is not JSON or YAML at all.
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new(400, message)
+        Self::new(ErrorKind::Malformed, message)
     }
-    /// 404: a name that does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, message)
+        Self::new(ErrorKind::NotFound, message)
     }
-    /// 409: a name that exists already, an object in use, an address in use.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(409, message)
+        Self::new(ErrorKind::Conflict, message)
     }
-    /// 422: well-formed, but not a valid object.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(422, message)
+        Self::new(ErrorKind::Invalid, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
     }
     /// Prefixes the message with where the problem is, e.g. `listener 'udp-1'`.
     pub fn context(mut self, what: impl fmt::Display) -> Self {

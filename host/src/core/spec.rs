@@ -288,7 +288,7 @@ mod tests {
             Validation::LENIENT,
         )
         .unwrap_err();
-        assert_eq!(e.status, 422);
+        assert_eq!(e.kind, crate::core::error::ErrorKind::Invalid);
         assert!(e.message.contains("field 'inner.address'"), "{e}");
         let e = typed::<Spec>(&json!({"port": "x"}), "l", Validation::LENIENT).unwrap_err();
         assert!(e.message.contains("field 'port'"), "{e}");

@@ -231,10 +231,10 @@ mod tests {
 
     #[test]
     fn uploads_are_told_apart_by_their_header() {
-        let status = |b: &[u8]| check_header(b).map_err(|e| (e.status, e.message));
+        let status = |b: &[u8]| check_header(b).map_err(|e| (e.kind, e.message));
         assert!(status(b"\0asm\x0d\0\x01\0").is_ok());
         let core = status(b"\0asm\x01\0\0\0").unwrap_err();
-        assert_eq!(core.0, 400);
+        assert_eq!(core.0, crate::core::error::ErrorKind::Malformed);
         assert!(core.1.contains("core WebAssembly module"));
         assert!(
             status(b"MZ\x90\0\x03\0\0\0")

@@ -186,7 +186,7 @@ impl Runtime {
             compiled
         })
         .await
-        .map_err(|e| crate::core::ConfigError::new(500, format!("compiling: {e}")))??;
+        .map_err(|e| crate::core::ConfigError::internal(format!("compiling: {e}")))??;
         self.plugins.add(compiled)
     }
 }
