@@ -49,6 +49,10 @@ struct Cli {
     /// L7mpController), the API is served there and this applies only if given.
     #[arg(long = "admin", value_name = "ADDR")]
     admin: Option<String>,
+    /// Once the API listens, write the address it is bound to (`host:port`) to FILE:
+    /// with `--admin 127.0.0.1:0` the kernel picks a free port and this says which.
+    #[arg(long = "admin-address-file", value_name = "FILE")]
+    admin_address_file: Option<std::path::PathBuf>,
     /// Where compiled Wasm plugins are cached (a directory only this user may write;
     /// created 0700), or `off`. Default: $XDG_CACHE_HOME/l7mp/plugins.
     #[arg(long = "plugin-cache", value_name = "DIR")]
@@ -196,20 +200,32 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("cannot serve the API on {addr}: {e}")),
             };
-            tracing::info!(
-                "REST API and /metrics on http://{}",
-                listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default()
-            );
-            Some(tokio::spawn(api::serve(listener, proxy.clone())))
+            let bound = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!("REST API and /metrics on http://{bound}");
+            let api = tokio::spawn(api::serve(listener, proxy.clone()));
+            if let Some(file) = &cli.admin_address_file
+                && let Err(e) = write_whole(file, &bound)
+            {
+                return fail(format!("--admin-address-file {}: {e}", file.display()));
+            }
+            Some(api)
         }
     };
     tracing::info!("l7mp {} running on {source}", env!("CARGO_PKG_VERSION"));
     shutdown_signal().await;
     tracing::info!("shutting down");
     ExitCode::SUCCESS
+}
+
+/// Writes `text` so that a reader never sees half of it: to a file beside, then renamed.
+fn write_whole(file: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut partial = file.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, file)
 }
 
 /// Every session holds sockets: let the soft limit on open files go up to the hard one.

@@ -21,20 +21,42 @@ pub fn require(available: bool, what: &str) {
     assert!(available, "missing prerequisite: {what}");
 }
 
+/// Ports for tests' listeners come from below the kernel's ephemeral range (32768 and
+/// up on Linux), so no socket the kernel numbers itself (an outgoing connection, a
+/// `bind(0)`) can take one between the test choosing it and the proxy binding it, and
+/// each port is handed out once per test process (parallel tests never share one).
+/// Each process starts at its own offset, so concurrent test runs rarely meet.
+fn next_port(free: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 397) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
+}
+
+/// A port no TCP or UDP socket on 127.0.0.1 holds now.
+fn unused(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    next_port(unused)
 }
 
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    next_port(unused)
 }
 
 pub fn agent() -> ureq::Agent {
@@ -106,8 +128,14 @@ impl Proxy {
     }
 
     fn spawn_with(wrapper: &[&str], args: &[&str], piped: bool) -> Proxy {
-        let port = free_tcp_port();
-        let api = format!("127.0.0.1:{port}");
+        // The kernel picks the API's port; the proxy says which.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let address_file = std::env::temp_dir().join(format!(
+            "l7mp-test-{}-{}.admin",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&address_file);
         let pipe = || if piped { Stdio::piped() } else { Stdio::null() };
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -117,14 +145,23 @@ impl Proxy {
             }
             None => Command::new(env!("CARGO_BIN_EXE_l7mp")),
         };
-        let child = command
-            .args(["--admin", &api, "-l", "warn"])
+        let mut child = command
+            .args(["--admin", "127.0.0.1:0", "-l", "warn"])
+            .arg("--admin-address-file")
+            .arg(&address_file)
             .args(args)
             .stdin(pipe())
             .stdout(pipe())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("l7mp starts");
+        let api = eventually("the proxy to report its API address", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("l7mp exited at start: {status}");
+            }
+            std::fs::read_to_string(&address_file).ok()
+        });
+        let _ = std::fs::remove_file(&address_file);
         let proxy = Proxy {
             child,
             api: format!("http://{api}"),
