@@ -6,6 +6,10 @@
 #![no_main]
 
 use l7mp::registry;
+use l7mp::services::Services;
+
+/// One set for the whole run, as a proxy process has.
+static SERVICES: std::sync::OnceLock<Services> = std::sync::OnceLock::new();
 use l7mp::core::spec::Validation;
 use l7mp::core::spec as parse;
 use l7mp::model::{Kind, Snapshot, render};
@@ -22,12 +26,13 @@ fuzz_target!(|data: &[u8]| {
     if let Some(obj) = doc.as_object_mut() {
         obj.remove("plugins");
     }
+    let services = SERVICES.get_or_init(|| Services::new(None));
     for (strict, reject_unknown) in [(false, false), (true, false), (true, true)] {
         let mode = Validation {
             strict,
             reject_unknown,
         };
-        if let Ok(whole) = registry::build(&Snapshot::default(), mode, |b| b.add_config(&doc)) {
+        if let Ok(whole) = registry::build(&Snapshot::default(), mode, &services, |b| b.add_config(&doc)) {
             let _ = serde_json::to_vec(&render::objects(&whole.snap));
             for kind in [
                 Kind::Listener,
@@ -40,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = serde_json::to_vec(&render::collection(&whole.snap, kind, true));
             }
         }
-        let each = registry::build(&Snapshot::default(), mode, |each| {
+        let each = registry::build(&Snapshot::default(), mode, &services, |each| {
             let _ = each.add_listener(&doc);
             let _ = each.add_cluster(&doc, None);
             let _ = each.add_rulelist(&doc, None);

@@ -27,9 +27,15 @@ fn load(name: &str, file: &str) -> Arc<PluginVersion> {
     let bytes = std::fs::read(format!("{path}{file}")).unwrap_or_else(|e| {
         panic!("{path}{file}: {e}: build the plugins first (see this file's header)")
     });
-    let rt = plugin::runtime();
+    let rt = host().runtime();
     let version = rt.compile(name, "1", &bytes).expect("the plugin compiles");
     rt.plugins.add(version).expect("a new plugin")
+}
+
+/// The benchmark's plugin runtime, as a proxy has one.
+fn host() -> &'static Arc<plugin::PluginHost> {
+    static HOST: std::sync::OnceLock<Arc<plugin::PluginHost>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| plugin::PluginHost::new(Arc::new(l7mp::metrics::Metrics::new()), None))
 }
 
 fn usage(name: &str, config: serde_json::Value) -> PluginUse {
@@ -59,7 +65,10 @@ fn chunks(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
-                    let mut instance = version.take(&usage, None).await.unwrap();
+                    let mut instance = version
+                        .take(&usage, None, &host().runtime().plugins)
+                        .await
+                        .unwrap();
                     let session = instance
                         .open("{}", &usage.config_json)
                         .await
@@ -129,7 +138,10 @@ fn sessions(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let mut instance = version.take(&usage, None).await.unwrap();
+                    let mut instance = version
+                        .take(&usage, None, &host().runtime().plugins)
+                        .await
+                        .unwrap();
                     let session = instance
                         .open("{}", &usage.config_json)
                         .await

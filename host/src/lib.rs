@@ -22,5 +22,6 @@ pub mod protocol;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
+pub mod services;
 pub mod session;
 pub mod transform;

@@ -104,11 +104,6 @@ fn main() -> ExitCode {
         tracing::error!("internal error (please report it): {info}");
     }));
     raise_fd_limit();
-    plugin::set_cache_dir(match cli.plugin_cache.as_deref() {
-        Some("off") => None,
-        Some(dir) => Some(dir.into()),
-        None => plugin::default_cache_dir(),
-    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(l7mp::memory::thread_idle)
@@ -124,6 +119,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // What the process has once, handed down from here.
+    let services = l7mp::services::Services::new(match cli.plugin_cache.as_deref() {
+        Some("off") => None,
+        Some(dir) => Some(dir.into()),
+        None => plugin::default_cache_dir(),
+    });
     let (source, text) = match &cli.config {
         None => ("the default config".to_owned(), DEFAULT_CONFIG.to_owned()),
         Some(path) => match std::fs::read_to_string(path) {
@@ -141,8 +142,9 @@ async fn run(cli: Cli) -> ExitCode {
     if cli.check {
         let strict = cli.validation().for_document(&doc);
         // Plugins are compiled and checked, never made current.
-        let built =
-            l7mp::registry::build(&model::Snapshot::default(), strict, |b| b.add_config(&doc));
+        let built = l7mp::registry::build(&model::Snapshot::default(), strict, &services, |b| {
+            b.add_config(&doc)
+        });
         return match built {
             Ok(change) => {
                 let s = &change.snap;
@@ -159,7 +161,7 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => fail(format!("{source}: {e}")),
         };
     }
-    let proxy = proxy::Proxy::new(cli.validation());
+    let proxy = proxy::Proxy::new(cli.validation(), services);
     // HTTP listeners whose rules route to the controller serve this API.
     proxy.engine.serve_api(api::router(proxy.clone()));
     if let Err(e) = proxy.load_config(doc).await {

@@ -1,8 +1,7 @@
 //! Prometheus metrics. Labels are object names (listener, cluster) and a direction,
 //! never a session, so the series count is bounded by the configuration; a deleted
-//! object's series are removed with it.
-
-use std::sync::LazyLock;
+//! object's series are removed with it. One [`Metrics`] per process, made where the
+//! proxy is put together and handed to whoever counts.
 
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -46,7 +45,7 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    pub fn new() -> Metrics {
         let r = Registry::new();
         let active_sessions =
             IntGauge::new("l7mp_active_sessions", "Sessions not yet ended").expect("valid metric");
@@ -206,10 +205,4 @@ impl Metrics {
             let _ = self.cluster_packets.remove_label_values(&[name, d]);
         }
     }
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-pub fn global() -> &'static Metrics {
-    &METRICS
 }

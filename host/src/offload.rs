@@ -7,7 +7,7 @@
 //! userspace and `l7mp_offload_active` says 0.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::{SchedClassifier, TcAttachType};
@@ -90,6 +90,8 @@ struct Loaded {
 
 pub struct Offload {
     loaded: Mutex<Option<Loaded>>,
+    /// `l7mp_offload_active`.
+    gauge: prometheus::IntGauge,
     /// Under `no_init`: the program was already tried (once is enough, even if it failed).
     tried: std::sync::atomic::AtomicBool,
     /// Why offload is not active, when it is not.
@@ -103,16 +105,6 @@ static PROGRAM: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
 )));
 #[cfg(not(l7mp_ebpf))]
 static PROGRAM: Option<&[u8]> = None;
-
-static OFFLOAD: OnceLock<Offload> = OnceLock::new();
-
-pub fn global() -> &'static Offload {
-    OFFLOAD.get_or_init(|| Offload {
-        loaded: Mutex::new(None),
-        tried: Default::default(),
-        reason: Mutex::new("admin.offload is disable".into()),
-    })
-}
 
 /// Every interface of the host's network namespace.
 fn all_interfaces() -> Vec<String> {
@@ -130,6 +122,16 @@ impl Offload {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Off until configured; `gauge` says whether it is on.
+    pub fn new(gauge: prometheus::IntGauge) -> Offload {
+        Offload {
+            loaded: Mutex::new(None),
+            gauge,
+            tried: Default::default(),
+            reason: Mutex::new("admin.offload is disable".into()),
+        }
+    }
+
     pub fn active(&self) -> bool {
         self.lock().is_some()
     }
@@ -138,10 +140,11 @@ impl Offload {
     /// could be offloaded has the program loaded, on the blocking pool (loading and
     /// attaching take milliseconds no I/O worker should wait for); that session stays
     /// in userspace, the ones after it are offloaded once the program is in.
-    pub fn ready(&'static self, mode: &str, interfaces: Option<&serde_json::Value>) -> bool {
+    pub fn ready(self: &Arc<Self>, mode: &str, interfaces: Option<&serde_json::Value>) -> bool {
         if mode == "no_init" && !self.tried.swap(true, std::sync::atomic::Ordering::Relaxed) {
             let interfaces = interfaces.cloned();
-            tokio::task::spawn_blocking(move || self.configure("init", interfaces.as_ref()));
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.configure("init", interfaces.as_ref()));
         }
         self.active()
     }
@@ -183,7 +186,7 @@ impl Offload {
             }
             drop(loaded);
             self.set_reason("admin.offload is disable".into());
-            crate::metrics::global().offload_active.set(0);
+            self.gauge.set(0);
             return;
         }
         if loaded.as_ref().is_some_and(|l| l.interfaces == wanted) {
@@ -194,13 +197,13 @@ impl Offload {
             Ok(l) => {
                 tracing::info!("kernel offload active on {}", wanted.join(", "));
                 *loaded = Some(l);
-                crate::metrics::global().offload_active.set(1);
+                self.gauge.set(1);
             }
             Err(e) => {
                 tracing::warn!("kernel offload unavailable, forwarding in userspace: {e}");
                 drop(loaded);
                 self.set_reason(e);
-                crate::metrics::global().offload_active.set(0);
+                self.gauge.set(0);
             }
         }
     }

@@ -15,11 +15,11 @@ use crate::core::{ClusterProtocol, ConfigError, ListenerProtocol, Result};
 use crate::model::inline::{Builder, Sealed};
 use crate::model::{Kind, Snapshot};
 use crate::plugin::Staging;
-use crate::plugin::codec::CodecListener;
 use crate::protocol::{
     af_packet, controller, fork, http, jsonsocket, pipe, sctp, stdio, sync, tcp, udp, unix,
     unix_dgram, websocket,
 };
+use crate::services::Services;
 use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
 
 /// In the order error messages list them.
@@ -111,7 +111,7 @@ impl Protocols for Registry {
             )));
         }
         let transport = build(&rest, cx)?;
-        Ok(Arc::new(CodecListener::new(transport, &codec, cx)?))
+        cx.plugins.codec(transport, &codec, cx.validation)
     }
 
     fn cluster(&self, spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>> {
@@ -140,13 +140,15 @@ pub struct Change {
 pub fn build(
     base: &Snapshot,
     validation: Validation,
+    services: &Services,
     f: impl FnOnce(&mut Builder<'_>) -> Result<()>,
 ) -> Result<Change> {
-    let plugins = Staging::default();
+    let plugins = Staging::new(services.plugins.clone());
     let cx = BuildContext {
         validation,
         protocols: &REGISTRY,
         plugins: &plugins,
+        metrics: &services.metrics,
     };
     let mut builder = Builder::new(base, cx);
     f(&mut builder)?;
@@ -168,21 +170,25 @@ mod tests {
     use serde_json::json;
 
     fn listener(spec: &Value, validation: Validation) -> Result<Arc<dyn ListenerProtocol>> {
-        let plugins = Staging::default();
+        let services = Services::new(None);
+        let plugins = Staging::new(services.plugins.clone());
         let cx = BuildContext {
             validation,
             protocols: &REGISTRY,
             plugins: &plugins,
+            metrics: &services.metrics,
         };
         REGISTRY.listener(spec, &cx)
     }
 
     fn cluster(spec: &Value, validation: Validation) -> Result<Arc<dyn ClusterProtocol>> {
-        let plugins = Staging::default();
+        let services = Services::new(None);
+        let plugins = Staging::new(services.plugins.clone());
         let cx = BuildContext {
             validation,
             protocols: &REGISTRY,
             plugins: &plugins,
+            metrics: &services.metrics,
         };
         REGISTRY.cluster(spec, &cx)
     }

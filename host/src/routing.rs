@@ -137,7 +137,8 @@ mod tests {
 
     /// A configuration built from a document, without binding anything.
     fn snapshot(doc: Value) -> Snapshot {
-        crate::registry::build(&Snapshot::default(), Validation::LENIENT, |b| {
+        let services = crate::services::Services::new(None);
+        crate::registry::build(&Snapshot::default(), Validation::LENIENT, &services, |b| {
             b.add_config(&doc)
         })
         .map(|change| change.snap)

@@ -23,9 +23,10 @@ fn kind(collection: &str) -> Result<Kind, ConfigError> {
         .ok_or_else(|| ConfigError::not_found(format!("no such collection: '{collection}'")))
 }
 
-pub async fn metrics() -> Response {
-    crate::plugin::publish_metrics();
-    let mut resp = crate::metrics::global().render().into_response();
+pub async fn metrics(State(proxy): State<Arc<Proxy>>) -> Response {
+    let services = &proxy.services;
+    services.plugins.publish_metrics();
+    let mut resp = services.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -76,7 +77,7 @@ pub struct PluginMemory {
 }
 
 fn admin_view(proxy: &Proxy) -> AdminView {
-    let offload = crate::offload::global();
+    let offload = &proxy.services.offload;
     let (held_mb, budget_mb) = crate::plugin::memory::usage_mb();
     AdminView {
         admin: proxy.snapshot().admin.clone(),

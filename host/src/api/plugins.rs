@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::body::{ApiResult, Query, StatusBody, flag, json_response, read_body, reply};
 use crate::model::{ConfigError, Kind};
-use crate::plugin::{self, MAX_UPLOAD};
+use crate::plugin::MAX_UPLOAD;
 use crate::proxy::Proxy;
 
 type Proxied = State<Arc<Proxy>>;
@@ -31,20 +31,30 @@ fn format_of(q: &PluginQuery) -> Query {
     }
 }
 
-fn show(name: &str, q: &PluginQuery) -> ApiResult {
-    let doc = plugin::runtime()
+fn show(proxy: &Proxy, name: &str, q: &PluginQuery) -> ApiResult {
+    let doc = proxy
+        .services
+        .plugins
+        .runtime()
         .plugins
         .render(name)
         .ok_or_else(|| ConfigError::not_found(format!("plugin '{name}' not found")))?;
     reply(&format_of(q), &doc)
 }
 
-pub async fn list(QueryParams(q): QueryParams<PluginQuery>) -> ApiResult {
-    reply(&format_of(&q), &plugin::runtime().plugins.render_all())
+pub async fn list(State(proxy): Proxied, QueryParams(q): QueryParams<PluginQuery>) -> ApiResult {
+    reply(
+        &format_of(&q),
+        &proxy.services.plugins.runtime().plugins.render_all(),
+    )
 }
 
-pub async fn get(Path(name): Path<String>, QueryParams(q): QueryParams<PluginQuery>) -> ApiResult {
-    show(&name, &q)
+pub async fn get(
+    State(proxy): Proxied,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<PluginQuery>,
+) -> ApiResult {
+    show(&proxy, &name, &q)
 }
 
 /// Reads an `application/wasm` body of at most [`MAX_UPLOAD`] bytes, within the API's
@@ -83,9 +93,9 @@ async fn upload_as(
         .clone()
         .ok_or_else(|| ConfigError::malformed("say which version this is: ?version=..."))?;
     let bytes = wasm_body(proxy, &headers, body).await?;
-    let rt = plugin::runtime();
+    let rt = proxy.services.plugins.runtime();
     rt.upload(name.clone(), version, bytes).await?;
-    let mut resp = show(&name, &q)?;
+    let mut resp = show(&proxy, &name, &q)?;
     *resp.status_mut() = StatusCode::CREATED;
     Ok(resp)
 }
@@ -117,13 +127,17 @@ pub async fn put(
 
 /// `POST /api/v1/plugins/{name}/rollback[?version=V]`.
 pub async fn rollback(
+    State(proxy): Proxied,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<PluginQuery>,
 ) -> ApiResult {
-    plugin::runtime()
+    proxy
+        .services
+        .plugins
+        .runtime()
         .plugins
         .rollback(&name, q.version.as_deref())?;
-    show(&name, &q)
+    show(&proxy, &name, &q)
 }
 
 /// The config objects that use plugin `name`.
@@ -157,7 +171,7 @@ pub async fn delete(
     Path(name): Path<String>,
     QueryParams(q): QueryParams<PluginQuery>,
 ) -> ApiResult {
-    let plugins = &plugin::runtime().plugins;
+    let plugins = &proxy.services.plugins.runtime().plugins;
     if !plugins.exists(&name) {
         return Err(ConfigError::not_found(format!("plugin '{name}' not found")).into());
     }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::error::Result;
 use super::spec::{Validation, typed};
 use super::{ClusterProtocol, ListenerProtocol};
+use crate::metrics::Metrics;
 
 /// Builds a listener from its spec (`protocol` already removed).
 pub type ListenerFactory = fn(&Value, &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>>;
@@ -109,6 +110,15 @@ pub trait PluginCatalog: Sync {
     fn stage(&self, entry: &Value, validation: Validation) -> Result<()>;
     /// Builds a `{plugin: NAME, config}` predicate operator.
     fn matcher(&self, spec: &Value) -> Result<Arc<dyn Matcher>>;
+    /// Builds a `Wasm` cluster (`{plugin, config, ...}`).
+    fn transform(&self, spec: &Value, validation: Validation) -> Result<Arc<dyn ClusterProtocol>>;
+    /// Puts the codec of `spec.codec` over a transport listener.
+    fn codec(
+        &self,
+        transport: Arc<dyn ListenerProtocol>,
+        spec: &Value,
+        validation: Validation,
+    ) -> Result<Arc<dyn ListenerProtocol>>;
 }
 
 /// What every build gets.
@@ -117,6 +127,8 @@ pub struct BuildContext<'a> {
     pub validation: Validation,
     pub protocols: &'a dyn Protocols,
     pub plugins: &'a dyn PluginCatalog,
+    /// Where stages that count (the `Metric` transform) count.
+    pub metrics: &'a Metrics,
 }
 
 impl BuildContext<'_> {
@@ -147,11 +159,16 @@ where
 #[derive(serde::Deserialize)]
 struct NoSettings {}
 
+/// Checks that a spec has no settings (strict mode reports or rejects what it has).
+pub fn no_settings(spec: &Value, cx: &BuildContext<'_>) -> Result<()> {
+    cx.parse::<NoSettings>(spec, "spec").map(drop)
+}
+
 /// A cluster with no settings.
 pub fn bare_cluster<T>(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>>
 where
     T: ClusterProtocol + Default + 'static,
 {
-    cx.parse::<NoSettings>(spec, "spec")?;
+    no_settings(spec, cx)?;
     Ok(Arc::new(T::default()))
 }

@@ -4,7 +4,8 @@
 //! (under `codec`) routes the session, and every message travels on as one chunk.
 //! Answers are encoded on their way back to the client.
 
-use crate::core::build::BuildContext;
+use crate::core::build::PluginCatalog;
+use crate::core::spec::Validation;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio::sync::Mutex;
 use wasmtime::component::ResourceAny;
 
 use super::usage::PluginUse;
-use super::{Fault, Instance, PluginVersion, World, runtime};
+use super::{Fault, Instance, PluginHost, PluginVersion, World};
 use crate::core::Result;
 use crate::core::{
     ChunkRx, ChunkTx, Conn, Framing, Incoming, ListenerContext, ListenerProtocol, ListenerTask,
@@ -27,10 +28,19 @@ use crate::core::{
 /// How long a client may take to complete its first message.
 const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(10);
 
-#[derive(Debug)]
 pub struct CodecListener {
     transport: Arc<dyn ListenerProtocol>,
     usage: Arc<PluginUse>,
+    host: Arc<PluginHost>,
+}
+
+impl std::fmt::Debug for CodecListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodecListener")
+            .field("transport", &self.transport)
+            .field("usage", &self.usage)
+            .finish()
+    }
 }
 
 impl CodecListener {
@@ -38,19 +48,15 @@ impl CodecListener {
     pub fn new(
         transport: Arc<dyn ListenerProtocol>,
         spec: &Value,
-        cx: &BuildContext<'_>,
+        validation: Validation,
+        plugins: &dyn PluginCatalog,
+        host: Arc<PluginHost>,
     ) -> Result<CodecListener> {
-        let usage = PluginUse::parse(
-            spec,
-            "spec.codec",
-            &[],
-            cx.validation,
-            World::Codec,
-            cx.plugins,
-        )?;
+        let usage = PluginUse::parse(spec, "spec.codec", &[], validation, World::Codec, plugins)?;
         Ok(CodecListener {
             transport,
             usage: Arc::new(usage),
+            host,
         })
     }
 }
@@ -172,11 +178,12 @@ impl ChunkTx for EncodingTx {
 async fn accept(
     cx: ListenerContext,
     usage: Arc<PluginUse>,
+    host: Arc<PluginHost>,
     incoming: Incoming,
 ) -> std::result::Result<(), String> {
     let Incoming { mut metadata, conn } = incoming;
-    let version = runtime()
-        .plugins
+    let plugins = &host.runtime().plugins;
+    let version = plugins
         .current(&usage.plugin)
         .ok_or_else(|| format!("plugin '{}' is not loaded any more", usage.plugin))?;
     let peer = conn.peer.clone();
@@ -185,6 +192,7 @@ async fn accept(
             &usage,
             Some(Arc::from(peer.as_str())),
             &metadata.to_string(),
+            plugins,
         )
         .await
         .map_err(|e| format!("codec '{}': {e}", version.label))?;
@@ -251,14 +259,15 @@ async fn accept(
 struct Decoding {
     cx: ListenerContext,
     usage: Arc<PluginUse>,
+    host: Arc<PluginHost>,
 }
 
 impl SessionSink for Decoding {
     fn accept(&self, incoming: Incoming) {
-        let (cx, usage) = (self.cx.clone(), self.usage.clone());
+        let (cx, usage, host) = (self.cx.clone(), self.usage.clone(), self.host.clone());
         tokio::spawn(async move {
             let peer = incoming.conn.peer.clone();
-            if let Err(e) = accept(cx.clone(), usage, incoming).await {
+            if let Err(e) = accept(cx.clone(), usage, host, incoming).await {
                 tracing::info!(listener = %cx.name, %peer, "connection closed: {e}");
             }
         });
@@ -271,6 +280,7 @@ impl ListenerProtocol for CodecListener {
         let layer = Arc::new(Decoding {
             cx: cx.clone(),
             usage: self.usage.clone(),
+            host: self.host.clone(),
         });
         self.transport.start(cx.with_sink(layer)).await
     }

@@ -221,6 +221,7 @@ impl Runtime {
                 cached,
             },
             pre,
+            &self.plugins.metrics,
         ))
     }
 }

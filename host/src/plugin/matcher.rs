@@ -8,18 +8,28 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::usage::PluginUse;
-use super::{World, runtime};
+use super::{PluginHost, World};
 use crate::core::build::{Matcher, PluginCatalog};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PluginMatcher {
     usage: Arc<PluginUse>,
+    host: Arc<PluginHost>,
+}
+
+impl std::fmt::Debug for PluginMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginMatcher")
+            .field("usage", &self.usage)
+            .finish()
+    }
 }
 
 impl PluginMatcher {
     pub fn compile(
         spec: &Value,
         plugins: &dyn PluginCatalog,
+        host: Arc<PluginHost>,
     ) -> crate::core::Result<PluginMatcher> {
         let usage = PluginUse::parse(
             spec,
@@ -31,6 +41,7 @@ impl PluginMatcher {
         )?;
         Ok(PluginMatcher {
             usage: Arc::new(usage),
+            host,
         })
     }
 }
@@ -45,11 +56,12 @@ impl Matcher for PluginMatcher {
     /// (logged); the rule list goes on.
     async fn matches(&self, metadata: &Value) -> bool {
         let usage = &self.usage;
-        let Some(version) = runtime().plugins.current(&usage.plugin) else {
+        let plugins = &self.host.runtime().plugins;
+        let Some(version) = plugins.current(&usage.plugin) else {
             tracing::warn!("matcher plugin '{}' is not loaded: no match", usage.plugin);
             return false;
         };
-        let mut instance = match version.take(usage, None).await {
+        let mut instance = match version.take(usage, None, plugins).await {
             Ok(instance) => instance,
             Err(fault) => {
                 tracing::warn!(plugin = %version.label, "no instance: {fault}; no match");

@@ -5,7 +5,8 @@
 //! ([`transform`]), a codec is a listener's framing layer ([`codec`]), a matcher is one
 //! more JSONPredicate operator ([`matcher`]).
 //!
-//! The runtime is one wasmtime [`Engine`] for the process, created at the first use:
+//! The runtime is one wasmtime [`Engine`] for the process ([`PluginHost`], made where
+//! the proxy is put together and handed down), created at the first use:
 //! - **Isolation.** Every call has a wall-clock deadline (epoch interruption, the
 //!   plugin yields to the scheduler every tick so it never blocks other sessions) and
 //!   every instance a memory cap ([`wasmtime::StoreLimits`], a failed grow traps).
@@ -37,6 +38,7 @@ use wasmtime::component::Linker;
 
 use crate::core::build::{Matcher, PluginCatalog};
 use crate::core::spec::Validation;
+use crate::metrics::Metrics;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use compile::{DEFAULT_MAX_FUNCTIONS, World, set_max_functions};
@@ -66,13 +68,37 @@ pub struct Runtime {
     pub plugins: Plugins,
 }
 
-/// Where compiled components are cached: `None` turns the cache off.
-static CACHE_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// The plugin runtime of a proxy: the wasmtime engine and the plugins loaded into it,
+/// created the first time a plugin is used (a proxy without plugins never pays for
+/// the engine's reservations or its epoch thread).
+pub struct PluginHost {
+    metrics: Arc<Metrics>,
+    /// Where compiled components are cached: `None` turns the cache off.
+    cache_dir: Option<PathBuf>,
+    runtime: OnceLock<Arc<Runtime>>,
+}
 
-/// Chooses the cache directory; call before the first use of [`runtime`].
-pub fn set_cache_dir(dir: Option<PathBuf>) {
-    let _ = CACHE_DIR.set(dir);
+impl PluginHost {
+    pub fn new(metrics: Arc<Metrics>, cache_dir: Option<PathBuf>) -> Arc<PluginHost> {
+        Arc::new(PluginHost {
+            metrics,
+            cache_dir,
+            runtime: OnceLock::new(),
+        })
+    }
+
+    /// The runtime, created now if this is the first use.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        self.runtime
+            .get_or_init(|| Runtime::new(self.metrics.clone(), self.cache_dir.as_deref()))
+    }
+
+    /// Publishes plugin counters to Prometheus, if plugins were ever used.
+    pub fn publish_metrics(&self) {
+        if let Some(rt) = self.runtime.get() {
+            rt.plugins.publish();
+        }
+    }
 }
 
 /// `$XDG_CACHE_HOME/l7mp/plugins`, else `~/.cache/l7mp/plugins`.
@@ -81,18 +107,6 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("l7mp").join("plugins"))
-}
-
-/// The process's plugin runtime, created at the first use.
-pub fn runtime() -> &'static Runtime {
-    RUNTIME.get_or_init(Runtime::new)
-}
-
-/// Publishes plugin counters to Prometheus, if plugins were ever used.
-pub fn publish_metrics() {
-    if let Some(rt) = RUNTIME.get() {
-        rt.plugins.publish();
-    }
 }
 
 fn config(pooling: bool) -> Config {
@@ -118,7 +132,7 @@ fn config(pooling: bool) -> Config {
 }
 
 impl Runtime {
-    fn new() -> Runtime {
+    fn new(metrics: Arc<Metrics>, cache_dir: Option<&std::path::Path>) -> Arc<Runtime> {
         let engine = Engine::new(&config(true)).unwrap_or_else(|e| {
             tracing::warn!(
                 "plugins: the pooling allocator is unavailable ({e:#}); allocating per instance"
@@ -137,15 +151,19 @@ impl Runtime {
             wasmtime::component::HasSelf<HostState>,
         >(&mut linker, |state| state)
         .expect("the types interface links");
-        let cache = CACHE_DIR
-            .get_or_init(default_cache_dir)
-            .as_deref()
-            .and_then(|dir| {
-                cache::Cache::open(dir)
-                    .inspect_err(|e| tracing::warn!("plugin cache off: {e}"))
-                    .ok()
-            });
-        let ticker = engine.weak();
+        let cache = cache_dir.and_then(|dir| {
+            cache::Cache::open(dir)
+                .inspect_err(|e| tracing::warn!("plugin cache off: {e}"))
+                .ok()
+        });
+        let runtime = Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            plugins: Plugins::new(metrics),
+        });
+        let ticker = runtime.engine.weak();
+        let reaper = Arc::downgrade(&runtime);
         std::thread::Builder::new()
             .name("l7mp-epoch".into())
             .spawn(move || {
@@ -156,32 +174,28 @@ impl Runtime {
                     std::thread::sleep(TICK);
                     ticks += 1;
                     if ticks.is_multiple_of(REAP_EVERY_TICKS)
-                        && let Some(rt) = RUNTIME.get()
+                        && let Some(rt) = reaper.upgrade()
                     {
                         rt.plugins.reap_idle(IDLE_INSTANCE_AGE);
                     }
                 }
             })
             .expect("spawn the epoch thread");
-        Runtime {
-            engine,
-            linker,
-            cache,
-            plugins: Plugins::default(),
-        }
+        runtime
     }
 
     /// Compiles, checks and adds a version (the upload path of the API and the
     /// config's `plugins` section). Compiling is CPU work: it runs off the async
     /// workers.
     pub async fn upload(
-        &'static self,
+        self: &Arc<Self>,
         name: String,
         version: String,
         bytes: bytes::Bytes,
     ) -> Result<std::sync::Arc<PluginVersion>, crate::core::ConfigError> {
+        let this = self.clone();
         let compiled = tokio::task::spawn_blocking(move || {
-            let compiled = self.compile(&name, &version, &bytes);
+            let compiled = this.compile(&name, &version, &bytes);
             after_compile();
             compiled
         })
@@ -212,12 +226,19 @@ struct FileEntry {
 /// The plugins one configuration change loads: compiled while the change is built,
 /// made current only when it commits (a change that fails leaves every plugin as it
 /// was). Objects of the change may name them as if they were loaded.
-#[derive(Default)]
 pub struct Staging {
+    host: Arc<PluginHost>,
     staged: Mutex<Vec<PluginVersion>>,
 }
 
 impl Staging {
+    pub fn new(host: Arc<PluginHost>) -> Staging {
+        Staging {
+            host,
+            staged: Mutex::default(),
+        }
+    }
+
     fn staged(&self) -> std::sync::MutexGuard<'_, Vec<PluginVersion>> {
         self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -226,7 +247,7 @@ impl Staging {
     pub fn publish(self) -> crate::core::Result<()> {
         let staged = self.staged.into_inner().unwrap_or_else(|p| p.into_inner());
         for version in staged {
-            runtime().plugins.add(version)?;
+            self.host.runtime().plugins.add(version)?;
         }
         Ok(())
     }
@@ -241,7 +262,7 @@ impl PluginCatalog for Staging {
                 world.name()
             ))),
             Some(_) => Ok(()),
-            None => runtime().plugins.require(name, world),
+            None => self.host.runtime().plugins.require(name, world),
         }
     }
 
@@ -258,7 +279,7 @@ impl PluginCatalog for Staging {
             )))
         })?;
         let sha = compile::sha256_hex(&bytes);
-        let rt = runtime();
+        let rt = self.host.runtime();
         if rt.plugins.is_current(&entry.name, &sha) {
             return Ok(());
         }
@@ -281,6 +302,38 @@ impl PluginCatalog for Staging {
     }
 
     fn matcher(&self, spec: &serde_json::Value) -> crate::core::Result<Arc<dyn Matcher>> {
-        Ok(Arc::new(matcher::PluginMatcher::compile(spec, self)?))
+        Ok(Arc::new(matcher::PluginMatcher::compile(
+            spec,
+            self,
+            self.host.clone(),
+        )?))
+    }
+
+    fn transform(
+        &self,
+        spec: &serde_json::Value,
+        validation: Validation,
+    ) -> crate::core::Result<Arc<dyn crate::core::ClusterProtocol>> {
+        Ok(Arc::new(transform::WasmCluster::from_spec(
+            spec,
+            validation,
+            self,
+            self.host.clone(),
+        )?))
+    }
+
+    fn codec(
+        &self,
+        transport: Arc<dyn crate::core::ListenerProtocol>,
+        spec: &serde_json::Value,
+        validation: Validation,
+    ) -> crate::core::Result<Arc<dyn crate::core::ListenerProtocol>> {
+        Ok(Arc::new(codec::CodecListener::new(
+            transport,
+            spec,
+            validation,
+            self,
+            self.host.clone(),
+        )?))
     }
 }

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 use wasmtime::component::ResourceAny;
 
 use super::compile::{World, WorldPre};
 use super::instance::{Fault, Instance};
 use super::usage::PluginUse;
 use crate::core::ConfigError;
-use crate::metrics;
+use crate::metrics::Metrics;
 
 /// The largest component the API accepts.
 pub const MAX_UPLOAD: usize = 32 << 20;
@@ -33,26 +33,26 @@ pub struct Stats {
     pub faults: AtomicU64,
     calls_metric: IntCounter,
     labels: [String; 2],
+    metrics: Arc<Metrics>,
 }
 
 impl Stats {
-    fn new(plugin: &str, version: &str) -> Stats {
+    fn new(plugin: &str, version: &str, metrics: &Arc<Metrics>) -> Stats {
         Stats {
             live: AtomicI64::new(0),
             calls: AtomicU64::new(0),
             instantiations: AtomicU64::new(0),
             faults: AtomicU64::new(0),
-            calls_metric: metrics::global()
-                .plugin_calls
-                .with_label_values(&[plugin, version]),
+            calls_metric: metrics.plugin_calls.with_label_values(&[plugin, version]),
             labels: [plugin.to_owned(), version.to_owned()],
+            metrics: metrics.clone(),
         }
     }
 
     pub fn fault(&self, fault: &Fault) {
         self.faults.fetch_add(1, Ordering::Relaxed);
         let [plugin, version] = &self.labels;
-        metrics::global()
+        self.metrics
             .plugin_faults
             .with_label_values(&[plugin, version, fault.kind()])
             .inc();
@@ -60,7 +60,7 @@ impl Stats {
 
     /// Removes the version's series from `/metrics` (the plugin was deleted).
     fn forget(&self) {
-        let m = metrics::global();
+        let m = &self.metrics;
         let [plugin, version] = &self.labels;
         let _ = m.plugin_calls.remove_label_values(&[plugin, version]);
         let _ = m.plugin_instances.remove_label_values(&[plugin, version]);
@@ -79,7 +79,7 @@ impl Stats {
             self.calls_metric.inc_by(calls - seen);
         }
         let [plugin, version] = &self.labels;
-        metrics::global()
+        self.metrics
             .plugin_instances
             .with_label_values(&[plugin, version])
             .set(self.live.load(Ordering::Relaxed));
@@ -90,15 +90,15 @@ impl Stats {
 pub struct GuestCounters {
     plugin: String,
     names: Mutex<HashMap<String, IntCounter>>,
+    /// `l7mp_plugin_counter_total`.
+    vec: IntCounterVec,
 }
 
 impl GuestCounters {
     fn forget(&self) {
         let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         for name in names.keys() {
-            let _ = metrics::global()
-                .plugin_guest_counters
-                .remove_label_values(&[&self.plugin, name]);
+            let _ = self.vec.remove_label_values(&[&self.plugin, name]);
         }
     }
 
@@ -112,9 +112,7 @@ impl GuestCounters {
             tracing::warn!(plugin = %self.plugin, "counter '{name}' ignored: a plugin may keep {MAX_GUEST_COUNTERS} counters");
             return;
         }
-        let c = metrics::global()
-            .plugin_guest_counters
-            .with_label_values(&[&self.plugin, name]);
+        let c = self.vec.with_label_values(&[&self.plugin, name]);
         c.inc_by(delta);
         names.insert(name.to_owned(), c);
     }
@@ -190,6 +188,7 @@ impl PluginVersion {
         world: World,
         described: Described,
         pre: WorldPre,
+        metrics: &Arc<Metrics>,
     ) -> PluginVersion {
         let Described {
             sha256,
@@ -212,10 +211,11 @@ impl PluginVersion {
                 .map_or(0, |d| d.as_secs()),
             cached,
             pre,
-            stats: Stats::new(plugin, version),
+            stats: Stats::new(plugin, version, metrics),
             counters: Arc::new(GuestCounters {
                 plugin: plugin.to_owned(),
                 names: Mutex::default(),
+                vec: metrics.plugin_guest_counters.clone(),
             }),
             idle: Mutex::default(),
             retired: AtomicBool::new(false),
@@ -229,6 +229,7 @@ impl PluginVersion {
         self: &Arc<Self>,
         usage: &PluginUse,
         session: Option<Arc<str>>,
+        plugins: &Plugins,
     ) -> Result<Instance, Fault> {
         let pooled = if usage.grants.is_empty() {
             self.lock_idle().pop().map(|(_, instance)| instance)
@@ -242,7 +243,7 @@ impl PluginVersion {
         }
         let mut instance = match Instance::new(self, &usage.limits, &usage.grants).await {
             Err(Fault::Budget(_)) => {
-                super::runtime().plugins.evict_idle();
+                plugins.evict_idle();
                 Instance::new(self, &usage.limits, &usage.grants).await?
             }
             other => other?,
@@ -263,8 +264,12 @@ impl PluginVersion {
         usage: &PluginUse,
         session: Option<Arc<str>>,
         metadata: &str,
+        plugins: &Plugins,
     ) -> Result<(Instance, ResourceAny), String> {
-        let mut instance = self.take(usage, session).await.map_err(|f| f.to_string())?;
+        let mut instance = self
+            .take(usage, session, plugins)
+            .await
+            .map_err(|f| f.to_string())?;
         match instance.open(metadata, &usage.config_json).await {
             Ok(Ok(resource)) => Ok((instance, resource)),
             Ok(Err(refused)) => {
@@ -334,9 +339,19 @@ impl Plugin {
 }
 
 /// All plugins, by name.
-#[derive(Default)]
 pub struct Plugins {
     map: RwLock<BTreeMap<String, Plugin>>,
+    /// Where their calls, faults and instances are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Plugins {
+    pub fn new(metrics: Arc<Metrics>) -> Plugins {
+        Plugins {
+            map: RwLock::default(),
+            metrics,
+        }
+    }
 }
 
 fn check(map: &BTreeMap<String, Plugin>, version: &PluginVersion) -> Result<(), ConfigError> {

@@ -13,29 +13,37 @@ use wasmtime::component::ResourceAny;
 
 use super::bindings::transform::exports::l7mp::plugin::transform::{MetadataUpdate, Output};
 use super::usage::{OnFault, PluginUse};
-use super::{Fault, Instance, MAX_METADATA, PluginVersion, World, runtime};
-use crate::core::build::{BuildContext, Protocol};
+use super::{Fault, Instance, MAX_METADATA, PluginHost, PluginVersion, World};
+use crate::core::build::{PluginCatalog, Protocol};
+use crate::core::spec::Validation;
 use crate::core::{ClusterProtocol, Result, Stage, StageContext, StageError, Target, Transform};
 
 pub const NAME: &str = "Wasm";
 
-#[derive(Debug)]
 pub struct WasmCluster {
     usage: Arc<PluginUse>,
+    host: Arc<PluginHost>,
+}
+
+impl std::fmt::Debug for WasmCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmCluster")
+            .field("usage", &self.usage)
+            .finish()
+    }
 }
 
 impl WasmCluster {
-    pub fn from_spec(spec: &Value, cx: &BuildContext<'_>) -> Result<WasmCluster> {
-        let usage = PluginUse::parse(
-            spec,
-            "spec",
-            &[],
-            cx.validation,
-            World::Transform,
-            cx.plugins,
-        )?;
+    pub fn from_spec(
+        spec: &Value,
+        validation: Validation,
+        plugins: &dyn PluginCatalog,
+        host: Arc<PluginHost>,
+    ) -> Result<WasmCluster> {
+        let usage = PluginUse::parse(spec, "spec", &[], validation, World::Transform, plugins)?;
         Ok(WasmCluster {
             usage: Arc::new(usage),
+            host,
         })
     }
 }
@@ -59,11 +67,14 @@ impl ClusterProtocol for WasmCluster {
         Some(&self.usage.plugin)
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let version = runtime()
+        let version = self
+            .host
+            .runtime()
             .plugins
             .current(&self.usage.plugin)
             .ok_or_else(|| plugin_gone(&self.usage.plugin))?;
         let mut stage = WasmStage {
+            host: self.host.clone(),
             usage: self.usage.clone(),
             version,
             metadata: target.metadata.to_string(),
@@ -81,6 +92,7 @@ impl ClusterProtocol for WasmCluster {
 
 /// One session's use of the plugin.
 struct WasmStage {
+    host: Arc<PluginHost>,
     usage: Arc<PluginUse>,
     /// The version this session got; it keeps it until it ends.
     version: Arc<PluginVersion>,
@@ -97,7 +109,12 @@ impl WasmStage {
     async fn open(&mut self) -> std::result::Result<(), String> {
         let opened = self
             .version
-            .open(&self.usage, Some(self.session.clone()), &self.metadata)
+            .open(
+                &self.usage,
+                Some(self.session.clone()),
+                &self.metadata,
+                &self.host.runtime().plugins,
+            )
             .await?;
         self.open = Some(opened);
         Ok(())
@@ -237,6 +254,6 @@ pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &[],
     listener: None,
-    cluster: Some(|spec, cx| Ok(Arc::new(WasmCluster::from_spec(spec, cx)?))),
+    cluster: Some(|spec, cx| cx.plugins.transform(spec, cx.validation)),
     carries: Protocol::CARRIES_NOTHING,
 };

@@ -12,7 +12,6 @@ use super::engine::Engine;
 use super::stage::Reconnect;
 use super::{Session, StageEndpoint, StageRef, StageStatus};
 use crate::core::{Conn, EndpointRef, Stage, Target};
-use crate::metrics;
 use crate::model::{Retry, Snapshot};
 
 /// Why one attempt to open a stage failed: what a retry policy branches on.
@@ -116,6 +115,7 @@ async fn attempt(
 /// endpoints the caller already saw fail), so a retry fails over whatever the
 /// balancer's policy.
 pub(super) async fn connect(
+    engine: &Engine,
     snap: &Snapshot,
     session: &Session,
     at: StageRef,
@@ -124,7 +124,7 @@ pub(super) async fn connect(
     attempts: u32,
     mut failed: Vec<String>,
 ) -> Result<Stage, StageFailed> {
-    let m = metrics::global();
+    let m = &engine.metrics;
     let attempts = attempts.max(1);
     let mut attempt_no = 1;
     loop {
@@ -197,7 +197,8 @@ impl Reconnect for StageRetry {
     }
 
     async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, String> {
-        metrics::global()
+        self.engine
+            .metrics
             .cluster_active
             .with_label_values(&[&self.cluster])
             .dec();
@@ -232,6 +233,7 @@ impl Reconnect for StageRetry {
             tokio::time::sleep(backoff(fruitless)).await;
         }
         match connect(
+            &self.engine,
             &self.engine.snapshot(),
             &self.session,
             self.at,

@@ -14,6 +14,7 @@ use tokio::io::Interest;
 use super::stage::StageStats;
 use crate::core::stream::StreamSocket;
 use crate::core::{ChunkRx, ChunkTx, Conn, Framing};
+use crate::offload::Offload;
 
 /// Bytes one splice(2) call may move.
 const SPLICE_CHUNK: usize = 1 << 20;
@@ -276,6 +277,7 @@ pub async fn relay_pair(
 /// in-process); dropping it takes them out, so the session's datagrams come back to
 /// userspace (or, when it ended, to the listener).
 pub struct Offloaded {
+    offload: std::sync::Arc<Offload>,
     there: Option<crate::offload::Flow>,
     back: Option<crate::offload::Flow>,
     keepalive: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
@@ -283,9 +285,8 @@ pub struct Offloaded {
 
 impl Drop for Offloaded {
     fn drop(&mut self) {
-        let offload = crate::offload::global();
         for flow in self.there.iter().chain(&self.back) {
-            offload.remove(flow);
+            self.offload.remove(flow);
         }
     }
 }
@@ -294,13 +295,13 @@ impl Drop for Offloaded {
 /// kernel, if offload is on and the sockets allow: client -> listener becomes proxy ->
 /// upstream (`there`), upstream -> proxy becomes listener -> client (`back`).
 pub fn offload(
+    offload: &std::sync::Arc<Offload>,
     admin: &crate::model::Admin,
     source: &Conn,
     destination: &Conn,
     there: bool,
     back: bool,
 ) -> Option<Offloaded> {
-    let offload = crate::offload::global();
     let (s, d) = (source.udp.as_ref()?, destination.udp.as_ref()?);
     if !(there || back)
         || !offload.ready(&admin.offload, admin.offload_ifs.as_ref())
@@ -313,6 +314,7 @@ pub fn offload(
         return None; // the kernel program rewrites addresses, not families
     }
     let offloaded = Offloaded {
+        offload: offload.clone(),
         there: there.then_some(crate::offload::Flow {
             from: s.peer,
             to: s.local,
@@ -340,7 +342,7 @@ impl Offloaded {
     /// Reads the flows' counters into the session's statistics (and metrics) until
     /// the session ends; traffic in the kernel counts as activity for idle timeouts.
     pub async fn watch(&self, source: &StageStats, destination: &StageStats) {
-        let offload = crate::offload::global();
+        let offload = &self.offload;
         let (mut there_seen, mut back_seen) = ((0u64, 0u64), (0u64, 0u64));
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {

@@ -21,8 +21,9 @@ use super::{Registry, Session, StageInfo, StageRef, StageStatus, Status};
 use crate::core::http::{HttpBody, HttpReply};
 use crate::core::settings::HttpLimits;
 use crate::core::{Conn, Framing, Incoming, SessionSink, Stage};
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::model::{Kind, Retry, Route, Snapshot};
+use crate::offload::Offload;
 use crate::routing;
 
 /// Chunks buffered between two stages.
@@ -33,14 +34,23 @@ const RING_CAPACITY: usize = 64;
 pub struct Engine {
     config: Arc<ArcSwap<Snapshot>>,
     pub sessions: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub offload: Arc<Offload>,
     api: OnceLock<axum::Router>,
 }
 
 impl Engine {
-    pub fn new(config: Arc<ArcSwap<Snapshot>>, sessions: Arc<Registry>) -> Arc<Engine> {
+    pub fn new(
+        config: Arc<ArcSwap<Snapshot>>,
+        sessions: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        offload: Arc<Offload>,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
             config,
             sessions,
+            metrics,
+            offload,
             api: OnceLock::new(),
         })
     }
@@ -106,7 +116,7 @@ fn spawn(engine: Arc<Engine>, listener: &str, incoming: Incoming) {
         s.peer = Some(incoming.conn.peer.clone())
     });
     engine.sessions.insert(session.clone());
-    let m = metrics::global();
+    let m = &engine.metrics;
     m.listener_sessions.with_label_values(&[listener]).inc();
     m.listener_active.with_label_values(&[listener]).inc();
     m.active_sessions.inc();
@@ -120,17 +130,17 @@ fn spawn(engine: Arc<Engine>, listener: &str, incoming: Incoming) {
             r = run(&engine, &snap, &session, incoming) => r,
             _ = session.kill.cancelled() => Err("deleted".to_owned()),
         };
-        finish(&engine.sessions, &session, result, track);
+        finish(&engine, &session, result, track);
     });
 }
 
 fn finish(
-    sessions: &Arc<Registry>,
+    engine: &Engine,
     session: &Arc<Session>,
     result: Result<(), String>,
     track: Option<crate::core::bounds::Seconds>,
 ) {
-    let m = metrics::global();
+    let (m, sessions) = (&engine.metrics, &engine.sessions);
     m.listener_active
         .with_label_values(&[&session.listener])
         .dec();
@@ -170,7 +180,7 @@ async fn run(
     let Incoming { metadata, mut conn } = incoming;
     // A peer waiting for a handshake answer gets it, but never holds the session up long.
     let answer = Duration::from_secs(2);
-    match open(snap, session, metadata).await {
+    match open(engine, snap, session, metadata).await {
         Ok((opened, retry)) => {
             match tokio::time::timeout(answer, conn.routed(Ok(()))).await {
                 Ok(Ok(())) => {}
@@ -192,6 +202,7 @@ async fn run(
 
 /// Routes the session and connects all its stages.
 async fn open(
+    engine: &Engine,
     snap: &Snapshot,
     session: &Arc<Session>,
     mut metadata: Value,
@@ -204,7 +215,8 @@ async fn open(
         state.uses.extend(uses);
     }
     let route = routed.map_err(|e| {
-        metrics::global()
+        engine
+            .metrics
             .sessions_rejected
             .with_label_values(&[&session.listener])
             .inc();
@@ -250,6 +262,7 @@ async fn open(
     };
     let connects = stages.iter().map(|(at, cluster)| {
         connect(
+            engine,
             snap,
             session,
             *at,
@@ -296,8 +309,7 @@ fn warn_on_mixed_framing(session: &Session, source: &Conn, opened: &[(StageRef, 
     }
 }
 
-fn meters(at: StageRef, origin: &str) -> Meters {
-    let m = metrics::global();
+fn meters(m: &Metrics, at: StageRef, origin: &str) -> Meters {
     let (bytes, packets) = if at == StageRef::Source {
         (&m.listener_bytes, &m.listener_packets)
     } else {
@@ -313,6 +325,7 @@ fn meters(at: StageRef, origin: &str) -> Meters {
 }
 
 fn stats_for(
+    engine: &Engine,
     session: &Arc<Session>,
     at: StageRef,
     origin: &str,
@@ -325,7 +338,7 @@ fn stats_for(
             session: session.clone(),
             at,
             counters,
-            meters: meters(at, origin),
+            meters: meters(&engine.metrics, at, origin),
         },
         kick,
     )
@@ -348,8 +361,8 @@ async fn drive(
     let Some((_, cluster, Stage::Conn(destination))) = opened.pop() else {
         unreachable!("checked above")
     };
-    let (source_stats, _) = stats_for(session, StageRef::Source, &session.listener);
-    let (destination_stats, kick) = stats_for(session, StageRef::Destination, &cluster);
+    let (source_stats, _) = stats_for(engine, session, StageRef::Source, &session.listener);
+    let (destination_stats, kick) = stats_for(engine, session, StageRef::Destination, &cluster);
     let half_close = half_close_of(snap, session);
     for at in [StageRef::Source, StageRef::Destination] {
         session.with_stage(at, |s| s.status = StageStatus::Ready);
@@ -358,7 +371,14 @@ async fn drive(
     let offloaded = if splice {
         None
     } else {
-        super::direct::offload(&snap.admin, &source, &destination, true, true)
+        super::direct::offload(
+            &engine.offload,
+            &snap.admin,
+            &source,
+            &destination,
+            true,
+            true,
+        )
     };
     session.state().datapath = Some(match (splice, &offloaded) {
         (true, _) => "splice",
@@ -395,7 +415,8 @@ async fn drive(
         _ = kick.notified() => Err(format!("{}: its endpoint was removed", describe(StageRef::Destination, &cluster))),
     };
     drop(offloaded);
-    metrics::global()
+    engine
+        .metrics
         .cluster_active
         .with_label_values(&[&cluster])
         .dec();
@@ -433,8 +454,15 @@ async fn drive_ring(
         let destination = ring.iter().find(|(at, _, _)| *at == StageRef::Destination);
         match (&ring[0].2, destination) {
             (Stage::Conn(src), Some((_, cluster, Stage::Conn(dst)))) if !retry.on_disconnect() => {
-                super::direct::offload(&snap.admin, src, dst, no_ingress, no_egress)
-                    .map(|o| (o, cluster.clone()))
+                super::direct::offload(
+                    &engine.offload,
+                    &snap.admin,
+                    src,
+                    dst,
+                    no_ingress,
+                    no_egress,
+                )
+                .map(|o| (o, cluster.clone()))
             }
             _ => None,
         }
@@ -445,8 +473,10 @@ async fn drive_ring(
     let watch = async {
         match &offloaded {
             Some((o, cluster)) => {
-                let (source_stats, _) = stats_for(session, StageRef::Source, &session.listener);
-                let (destination_stats, _) = stats_for(session, StageRef::Destination, cluster);
+                let (source_stats, _) =
+                    stats_for(engine, session, StageRef::Source, &session.listener);
+                let (destination_stats, _) =
+                    stats_for(engine, session, StageRef::Destination, cluster);
                 o.watch(&source_stats, &destination_stats).await
             }
             None => std::future::pending().await,
@@ -458,7 +488,7 @@ async fn drive_ring(
     let mut drivers = JoinSet::new();
     let half_close = half_close_of(snap, session);
     for (i, ((at, origin, stage), inbox)) in ring.into_iter().zip(inboxes).enumerate() {
-        let (stats, kick) = stats_for(session, at, &origin);
+        let (stats, kick) = stats_for(engine, session, at, &origin);
         let wiring = Wiring {
             inbox,
             out: Some(senders[(i + 1) % senders.len()].clone()),
@@ -478,16 +508,14 @@ async fn drive_ring(
                 fruitless: AtomicU32::new(0),
             }) as Box<dyn stage::Reconnect>
         });
+        let metrics = engine.metrics.clone();
         drivers.spawn(async move {
             let result = match stage {
                 Stage::Conn(conn) => stage::run_conn(wiring, conn, retry).await,
                 Stage::Transform(t) => stage::run_transform(wiring, t).await,
             };
             if at != StageRef::Source {
-                metrics::global()
-                    .cluster_active
-                    .with_label_values(&[&cluster])
-                    .dec();
+                metrics.cluster_active.with_label_values(&[&cluster]).dec();
             }
             result.map_err(|e| format!("{}: {e}", describe(at, &origin)))
         });

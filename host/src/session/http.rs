@@ -15,7 +15,6 @@ use serde_json::Value;
 use super::engine::Engine;
 use crate::core::EndpointRef;
 use crate::core::http::{BoxError, HttpBody, HttpReply, error_reply, full};
-use crate::metrics;
 use crate::routing;
 
 pub(super) async fn request(
@@ -25,7 +24,7 @@ pub(super) async fn request(
     mut metadata: Value,
     peer: SocketAddr,
 ) -> HttpReply {
-    let m = metrics::global();
+    let m = &engine.metrics;
     m.listener_sessions.with_label_values(&[listener]).inc();
     let snap = engine.snapshot();
     let mut uses = Vec::new();

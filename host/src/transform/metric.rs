@@ -2,9 +2,9 @@
 //! `l7mp_metric_bytes_total` / `l7mp_metric_packets_total`; every stage's bytes also
 //! show in its session's listing.
 
-use crate::core::build::{Protocol, bare_cluster};
+use crate::core::build::{Protocol, no_settings};
 use bytes::Bytes;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 
 use super::transform_cluster;
 use crate::core::{StageContext, StageError, Transform};
@@ -12,8 +12,11 @@ use crate::core::{StageContext, StageError, Transform};
 pub const NAME: &str = "Metric";
 
 /// The cluster; each session stage gets a [`Metric`] counting for it.
-#[derive(Debug, Default)]
-pub struct MetricCluster;
+#[derive(Debug)]
+pub struct MetricCluster {
+    bytes: IntCounterVec,
+    packets: IntCounterVec,
+}
 
 pub struct Metric {
     bytes: IntCounter,
@@ -35,11 +38,10 @@ impl Transform for Metric {
     }
 }
 
-transform_cluster!(MetricCluster, NAME, |_spec, target| {
-    let m = crate::metrics::global();
+transform_cluster!(MetricCluster, NAME, |spec, target| {
     Ok::<_, std::io::Error>(Metric {
-        bytes: m.metric_bytes.with_label_values(&[target.cluster]),
-        packets: m.metric_packets.with_label_values(&[target.cluster]),
+        bytes: spec.bytes.with_label_values(&[target.cluster]),
+        packets: spec.packets.with_label_values(&[target.cluster]),
     })
 });
 
@@ -48,6 +50,12 @@ pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &[],
     listener: None,
-    cluster: Some(bare_cluster::<MetricCluster>),
+    cluster: Some(|spec, cx| {
+        no_settings(spec, cx)?;
+        Ok(std::sync::Arc::new(MetricCluster {
+            bytes: cx.metrics.metric_bytes.clone(),
+            packets: cx.metrics.metric_packets.clone(),
+        }))
+    }),
     carries: Protocol::CARRIES_NOTHING,
 };
