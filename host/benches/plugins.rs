@@ -158,7 +158,6 @@ fn sessions(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 }
 
 fn all(c: &mut Criterion) {
-    plugin::set_cache_dir(None);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
