@@ -45,6 +45,7 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
 }
 
 impl Metrics {
+    #[allow(clippy::new_without_default)] // one per process, made on purpose
     pub fn new() -> Metrics {
         let r = Registry::new();
         let active_sessions =

@@ -95,7 +95,7 @@ async fn upload_as(
     let bytes = wasm_body(proxy, &headers, body).await?;
     let rt = proxy.services.plugins.runtime();
     rt.upload(name.clone(), version, bytes).await?;
-    let mut resp = show(&proxy, &name, &q)?;
+    let mut resp = show(proxy, &name, &q)?;
     *resp.status_mut() = StatusCode::CREATED;
     Ok(resp)
 }
