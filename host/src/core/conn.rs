@@ -56,13 +56,21 @@ pub trait ChunkTx: Send {
     /// The session was routed (`Ok`) or could not be (`Err` with the reason), before
     /// any data flows. Protocols with a handshake of their own (JSONSocket) answer the
     /// peer here; others do nothing.
-    async fn routed(&mut self, _outcome: Result<(), &str>) -> io::Result<()> {
+    async fn routed(&mut self, _outcome: Result<(), Unrouted<'_>>) -> io::Result<()> {
         Ok(())
     }
 
     /// No more chunks will be sent: a byte stream half-closes, a datagram socket does
     /// nothing.
     async fn close(&mut self) -> io::Result<()>;
+}
+
+/// Why a session could not start, as a source with a handshake of its own answers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unrouted<'a> {
+    /// The rules matched nothing (rather than: the route could not be connected).
+    pub no_match: bool,
+    pub message: &'a str,
 }
 
 /// A live transport: what a listener accepted or a network cluster connected.
@@ -129,7 +137,7 @@ impl Conn {
     }
 
     /// Tells a source connection how routing went (see [`ChunkTx::routed`]).
-    pub async fn routed(&mut self, outcome: Result<(), &str>) -> io::Result<()> {
+    pub async fn routed(&mut self, outcome: Result<(), Unrouted<'_>>) -> io::Result<()> {
         match &mut self.io {
             ConnIo::Chunks(_, tx) => tx.routed(outcome).await,
             ConnIo::Socket(_) => Ok(()),

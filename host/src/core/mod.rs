@@ -19,7 +19,7 @@ pub mod spec;
 pub mod stage;
 pub mod stream;
 
-pub use conn::{ChunkRx, ChunkTx, Conn, Framing, UdpPath};
+pub use conn::{ChunkRx, ChunkTx, Conn, Framing, UdpPath, Unrouted};
 pub use error::{ConfigError, Result};
 pub use listener::{Incoming, ListenerContext, ListenerProtocol, ListenerTask, SessionSink};
 pub use stage::{

@@ -165,7 +165,10 @@ impl ChunkTx for EncodingTx {
             _ => Ok(()),
         }
     }
-    async fn routed(&mut self, outcome: std::result::Result<(), &str>) -> io::Result<()> {
+    async fn routed(
+        &mut self,
+        outcome: std::result::Result<(), crate::core::Unrouted<'_>>,
+    ) -> io::Result<()> {
         self.inner.routed(outcome).await
     }
     async fn close(&mut self) -> io::Result<()> {

@@ -26,9 +26,9 @@ use super::{
     ChunkRx, ChunkTx, ClusterProtocol, Conn, Framing, Incoming, ListenerContext, ListenerProtocol,
     ListenerTask, Stage, Target,
 };
-use crate::core::SessionSink;
 use crate::core::build::{BuildContext, Protocol};
 use crate::core::{ConfigError, Result};
+use crate::core::{SessionSink, Unrouted};
 use crate::json::pointer::Pointer;
 
 pub const NAME: &str = "JSONSocket";
@@ -137,11 +137,11 @@ impl ChunkTx for Answering {
     async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
         self.inner.send(chunk).await
     }
-    async fn routed(&mut self, outcome: std::result::Result<(), &str>) -> io::Result<()> {
+    async fn routed(&mut self, outcome: std::result::Result<(), Unrouted<'_>>) -> io::Result<()> {
         let reply = match outcome {
             Ok(()) => answer(200, "OK"),
-            Err(e) if e.contains("No route") => answer(404, e),
-            Err(e) => answer(503, e),
+            Err(e) if e.no_match => answer(404, e.message),
+            Err(e) => answer(503, e.message),
         };
         self.inner.send(reply).await
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::engine::Engine;
+use super::error::ReconnectError;
 use super::stage::Reconnect;
 use super::{Session, StageEndpoint, StageRef, StageStatus};
 use crate::core::{Conn, EndpointRef, Stage, Target};
@@ -195,7 +196,7 @@ impl Reconnect for StageRetry {
         self.retry.on_disconnect()
     }
 
-    async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, String> {
+    async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, ReconnectError> {
         self.engine
             .metrics
             .cluster_active
@@ -212,10 +213,10 @@ impl Reconnect for StageRetry {
             json!({ "cluster": self.cluster }),
         );
         if left == 0 {
-            return Err(format!(
-                "cluster '{}': {why}; no retries left",
-                self.cluster
-            ));
+            return Err(ReconnectError::Exhausted {
+                cluster: self.cluster.clone(),
+                why: why.to_owned(),
+            });
         }
         self.budget.store(left - 1, Ordering::Relaxed);
         let broken_endpoint = self
@@ -240,8 +241,7 @@ impl Reconnect for StageRetry {
             self.retry.num_retries.max(1),
             broken_endpoint.into_iter().collect(),
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         {
             Stage::Conn(conn) => {
                 self.session.event(
@@ -251,10 +251,7 @@ impl Reconnect for StageRetry {
                 );
                 Ok(conn)
             }
-            Stage::Transform(_) => Err(format!(
-                "cluster '{}' is no longer a network cluster",
-                self.cluster
-            )),
+            Stage::Transform(_) => Err(ReconnectError::NotNetwork(self.cluster.clone())),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::io::Interest;
 
+use super::error::SessionError;
 use super::stage::StageStats;
 use crate::core::stream::StreamSocket;
 use crate::core::{ChunkRx, ChunkTx, Conn, Framing};
@@ -160,6 +161,14 @@ async fn splice_one_way(
     }
 }
 
+const THERE: &str = "source -> destination";
+const BACK: &str = "destination -> source";
+
+/// The error of one direction of the direct path.
+fn direct(direction: &'static str) -> impl Fn(io::Error) -> SessionError {
+    move |error| SessionError::Direct { direction, error }
+}
+
 /// Joins two byte-stream sockets until both directions have ended (see
 /// [`both_directions`] for a half-closed session).
 pub async fn splice_pair(
@@ -168,16 +177,16 @@ pub async fn splice_pair(
     a_stats: &StageStats,
     b_stats: &StageStats,
     half_close: Option<Duration>,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let there = async {
         splice_one_way(&a, &b, a_stats, b_stats)
             .await
-            .map_err(|e| format!("source -> destination: {e}"))
+            .map_err(direct(THERE))
     };
     let back = async {
         splice_one_way(&b, &a, b_stats, a_stats)
             .await
-            .map_err(|e| format!("destination -> source: {e}"))
+            .map_err(direct(BACK))
     };
     both_directions(there, back, a_stats, b_stats, half_close).await
 }
@@ -187,14 +196,14 @@ pub async fn splice_pair(
 /// silent for `half_close` it ends the session, so that a peer that went away does not
 /// leave the session open until the other side closes.
 async fn both_directions(
-    there: impl Future<Output = Result<(), String>> + Send,
-    back: impl Future<Output = Result<(), String>> + Send,
+    there: impl Future<Output = Result<(), SessionError>> + Send,
+    back: impl Future<Output = Result<(), SessionError>> + Send,
     a_stats: &StageStats,
     b_stats: &StageStats,
     half_close: Option<Duration>,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let (mut there, mut back) = (std::pin::pin!(there), std::pin::pin!(back));
-    type Rest<'a> = Pin<&'a mut (dyn Future<Output = Result<(), String>> + Send)>;
+    type Rest<'a> = Pin<&'a mut (dyn Future<Output = Result<(), SessionError>> + Send)>;
     let (rest, moved): (Rest<'_>, &AtomicU64) = tokio::select! {
         r = &mut there => { r?; (back, &b_stats.counters.bytes_in) }
         r = &mut back => { r?; (there, &a_stats.counters.bytes_in) }
@@ -243,19 +252,19 @@ pub async fn relay_pair(
     a_stats: &StageStats,
     b_stats: &StageStats,
     half_close: Option<Duration>,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let datagram = a.framing == Framing::Datagram || b.framing == Framing::Datagram;
     let (mut a_rx, mut a_tx) = a.into_halves();
     let (mut b_rx, mut b_tx) = b.into_halves();
     let there = async {
         relay_one_way(&mut a_rx, &mut b_tx, a_stats, b_stats)
             .await
-            .map_err(|e| format!("source -> destination: {e}"))
+            .map_err(direct(THERE))
     };
     let back = async {
         relay_one_way(&mut b_rx, &mut a_tx, b_stats, a_stats)
             .await
-            .map_err(|e| format!("destination -> source: {e}"))
+            .map_err(direct(BACK))
     };
     if datagram {
         let result = tokio::select! {

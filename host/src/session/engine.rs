@@ -16,11 +16,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::connect::{StageRetry, connect};
+use super::error::{SessionError, StageEnd};
 use super::stage::{self, Meters, StageStats, Wiring};
 use super::{Registry, Session, StageInfo, StageRef, StageStatus, Status};
 use crate::core::http::{HttpBody, HttpReply};
 use crate::core::settings::HttpLimits;
-use crate::core::{Conn, Framing, Incoming, SessionSink, Stage};
+use crate::core::{Conn, Framing, Incoming, SessionSink, Stage, Unrouted};
 use crate::metrics::Metrics;
 use crate::model::{Kind, Retry, Route, Snapshot};
 use crate::offload::Offload;
@@ -128,7 +129,7 @@ fn spawn(engine: Arc<Engine>, listener: &str, incoming: Incoming) {
             .and_then(|l| l.options.track);
         let result = tokio::select! {
             r = run(&engine, &snap, &session, incoming) => r,
-            _ = session.kill.cancelled() => Err("deleted".to_owned()),
+            _ = session.kill.cancelled() => Err(SessionError::Deleted),
         };
         finish(&engine, &session, result, track);
     });
@@ -137,7 +138,7 @@ fn spawn(engine: Arc<Engine>, listener: &str, incoming: Incoming) {
 fn finish(
     engine: &Engine,
     session: &Arc<Session>,
-    result: Result<(), String>,
+    result: Result<(), SessionError>,
     track: Option<crate::core::bounds::Seconds>,
 ) {
     let (m, sessions) = (&engine.metrics, &engine.sessions);
@@ -149,6 +150,7 @@ fn finish(
     match result {
         Ok(()) => session.event("END", "session ended", Value::Null),
         Err(e) => {
+            let e = e.to_string();
             tracing::info!(session = %session.name, "session ended: {e}");
             session.event("ERROR", e.clone(), Value::Null);
             session.state().error = Some(e);
@@ -176,7 +178,7 @@ async fn run(
     snap: &Snapshot,
     session: &Arc<Session>,
     incoming: Incoming,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let Incoming { metadata, mut conn } = incoming;
     // A peer waiting for a handshake answer gets it, but never holds the session up long.
     let answer = Duration::from_secs(2);
@@ -184,8 +186,8 @@ async fn run(
         Ok((opened, retry)) => {
             match tokio::time::timeout(answer, conn.routed(Ok(()))).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(format!("source: {e}")),
-                Err(_) => return Err("source: the routing answer could not be sent".into()),
+                Ok(Err(e)) => return Err(SessionError::Answer(e)),
+                Err(_) => return Err(SessionError::AnswerTimeout),
             }
             warn_on_mixed_framing(session, &conn, &opened);
             session.set_status(Status::Connected);
@@ -194,7 +196,12 @@ async fn run(
             drive(engine, snap, session, conn, opened, retry).await
         }
         Err(e) => {
-            let _ = tokio::time::timeout(answer, conn.routed(Err(&e))).await;
+            let message = e.to_string();
+            let unrouted = Unrouted {
+                no_match: e.is_no_match(),
+                message: &message,
+            };
+            let _ = tokio::time::timeout(answer, conn.routed(Err(unrouted))).await;
             Err(e)
         }
     }
@@ -206,7 +213,7 @@ async fn open(
     snap: &Snapshot,
     session: &Arc<Session>,
     mut metadata: Value,
-) -> Result<(Vec<(StageRef, String, Stage)>, Retry), String> {
+) -> Result<(Vec<(StageRef, String, Stage)>, Retry), SessionError> {
     let mut uses = Vec::new();
     let routed = routing::route(snap, &session.listener, &mut metadata, &mut uses).await;
     {
@@ -214,13 +221,12 @@ async fn open(
         state.metadata = Arc::new(metadata);
         state.uses.extend(uses);
     }
-    let route = routed.map_err(|e| {
+    let route = routed.inspect_err(|_| {
         engine
             .metrics
             .sessions_rejected
             .with_label_values(&[&session.listener])
             .inc();
-        e.to_string()
     })?;
     let destination = route.destination.clone();
     // The session's own copy: later changes to the route do not reach it.
@@ -274,7 +280,7 @@ async fn open(
     let connected = futures_util::future::join_all(connects).await;
     let mut opened = Vec::with_capacity(connected.len());
     for ((at, cluster), result) in stages.into_iter().zip(connected) {
-        opened.push((at, cluster, result.map_err(|e| e.to_string())?));
+        opened.push((at, cluster, result?));
     }
     Ok((opened, route.retry))
 }
@@ -352,7 +358,7 @@ async fn drive(
     source: Conn,
     mut opened: Vec<(StageRef, String, Stage)>,
     retry: Retry,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let bare = opened.len() == 1 && matches!(opened[0].2, Stage::Conn(_)) && !retry.on_disconnect();
     if !bare {
         return drive_ring(engine, snap, session, source, opened, retry).await;
@@ -411,7 +417,10 @@ async fn drive(
     let result = tokio::select! {
         r = relay => r,
         () = watch => unreachable!("watching runs until the session ends"),
-        _ = kick.notified() => Err(format!("{}: its endpoint was removed", describe(StageRef::Destination, &cluster))),
+        _ = kick.notified() => Err(SessionError::Stage {
+            stage: describe(StageRef::Destination, &cluster),
+            end: StageEnd::EndpointRemoved,
+        }),
     };
     drop(offloaded);
     engine
@@ -433,7 +442,7 @@ async fn drive_ring(
     source: Conn,
     opened: Vec<(StageRef, String, Stage)>,
     retry: Retry,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     session.state().datapath = Some("ring");
     let mut ring: Vec<(StageRef, String, Stage)> = Vec::with_capacity(opened.len() + 1);
     ring.push((
@@ -516,7 +525,10 @@ async fn drive_ring(
             if at != StageRef::Source {
                 metrics.cluster_active.with_label_values(&[&cluster]).dec();
             }
-            result.map_err(|e| format!("{}: {e}", describe(at, &origin)))
+            result.map_err(|end| SessionError::Stage {
+                stage: describe(at, &origin),
+                end,
+            })
         });
     }
     // Only the drivers hold senders now, so a closed inbox means its writer ended.
@@ -526,7 +538,7 @@ async fn drive_ring(
             match joined {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(e) if e.is_panic() => return Err(format!("a stage failed internally: {e}")),
+                Err(e) if e.is_panic() => return Err(SessionError::Internal(e.to_string())),
                 Err(_) => {}
             }
         }

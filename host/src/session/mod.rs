@@ -7,12 +7,14 @@
 mod connect;
 mod direct;
 pub mod engine;
+pub mod error;
 mod http;
 pub mod stage;
 pub mod view;
 
-pub use connect::ConnectError;
+pub use connect::{ConnectError, StageFailed};
 pub use engine::Engine;
+pub use error::SessionError;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use prometheus::IntCounter;
 use tokio::sync::{Notify, mpsc};
 
+use super::error::{ReconnectError, StageEnd};
 use super::{Counters, Session, StageRef, StageStatus};
 use crate::core::{ChunkRx, ChunkTx, Conn, Framing, StageError, Transform};
 
@@ -85,7 +86,7 @@ pub trait Reconnect: Send + Sync {
     /// A new connection, or why there is none (the session then ends).
     /// `progressed`: data arrived since the last (re)connect, so this is not a loop of
     /// connections that break at once.
-    async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, String>;
+    async fn reconnect(&self, why: &str, progressed: bool) -> Result<Conn, ReconnectError>;
 }
 
 enum RxEnd {
@@ -157,7 +158,7 @@ pub async fn run_conn(
     mut w: Wiring,
     conn: Conn,
     retry: Option<Box<dyn Reconnect>>,
-) -> Result<(), String> {
+) -> Result<(), StageEnd> {
     let datagram = conn.framing == Framing::Datagram;
     let (mut rx, mut tx) = conn.into_halves();
     let may_retry = || retry.as_ref().is_some_and(|r| r.allowed());
@@ -201,7 +202,7 @@ pub async fn run_conn(
                         RxEnd::Eof if !tx_done && may_retry() => break Outcome::Broken("the peer closed the connection".into()),
                         RxEnd::Eof | RxEnd::DownstreamGone => rx_done = true,
                         RxEnd::Failed(e) if may_retry() => break Outcome::Broken(e.to_string()),
-                        RxEnd::Failed(e) => return Err(e.to_string()),
+                        RxEnd::Failed(e) => return Err(e.into()),
                     },
                     end = &mut txp, if !tx_done => match end {
                         TxEnd::Closed => {
@@ -212,13 +213,13 @@ pub async fn run_conn(
                             }
                         }
                         TxEnd::Failed(e) if may_retry() => break Outcome::Broken(e.to_string()),
-                        TxEnd::Failed(e) => return Err(e.to_string()),
+                        TxEnd::Failed(e) => return Err(e.into()),
                     },
                     _ = kick.notified() => {
                         if may_retry() {
                             break Outcome::Broken("its endpoint was removed".into());
                         }
-                        return Err("its endpoint was removed".into());
+                        return Err(StageEnd::EndpointRemoved);
                     }
                 }
             }
@@ -247,7 +248,10 @@ pub async fn run_conn(
 /// Drives a transform stage: inbox -> transform -> next stage, until the inbox closes
 /// or the next stage is gone. A chunk the transform rejects is dropped and logged; a
 /// transform that gives up on the session ends it.
-pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> Result<(), String> {
+pub async fn run_transform(
+    mut w: Wiring,
+    mut transform: Box<dyn Transform>,
+) -> Result<(), StageEnd> {
     w.stats.status(StageStatus::Ready);
     let mut produced = Vec::new();
     let mut reported = 0u32;
@@ -258,7 +262,7 @@ pub async fn run_transform(mut w: Wiring, mut transform: Box<dyn Transform>) -> 
             Ok(()) => {}
             Err(StageError::Session(e)) => {
                 w.stats.status(StageStatus::End);
-                return Err(e);
+                return Err(StageEnd::Transform(e));
             }
             Err(StageError::Chunk(e)) => {
                 if let Some(errors) = &w.stats.meters.errors {
