@@ -1,11 +1,12 @@
 //! The protocol list: every listener, cluster and transform protocol, each declared
-//! once in its own file (`PROTOCOL`) and listed here once. Adding a protocol is its
-//! file plus one line below. Names match case-insensitively (configs in the wild write
+//! once in its own file (`PROTOCOL`) and named once in its directory's `protocols!`
+//! line, which this list gathers. Adding a protocol is its file plus its name on that
+//! line. Names match case-insensitively (configs in the wild write
 //! `L7MPController` as well as `L7mpController`); each protocol parses its own typed
 //! spec, so errors name the field. Every configuration change is built here
 //! ([`build`]), the composition root of objects, protocols and plugins.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
@@ -15,38 +16,14 @@ use crate::core::{ClusterProtocol, ConfigError, ListenerProtocol, Result};
 use crate::model::inline::{Builder, Sealed};
 use crate::model::{Kind, Snapshot};
 use crate::plugin::Staging;
-use crate::protocol::{
-    af_packet, controller, fork, http, jsonsocket, pipe, sctp, stdio, sync, tcp, udp, unix,
-    unix_dgram, websocket,
-};
 use crate::services::Services;
-use crate::transform::{discard, echo, jsondecap, jsonencap, logger, metric};
 
-/// In the order error messages list them.
-static PROTOCOLS: &[&Protocol] = &[
-    &tcp::PROTOCOL,
-    &udp::PROTOCOL,
-    &unix::PROTOCOL,
-    &unix_dgram::PROTOCOL,
-    &websocket::PROTOCOL,
-    &jsonsocket::PROTOCOL,
-    &pipe::PROTOCOL,
-    &fork::PROTOCOL,
-    &sync::PROTOCOL,
-    &stdio::PROTOCOL,
-    &echo::PROTOCOL,
-    &discard::PROTOCOL,
-    &logger::PROTOCOL,
-    &metric::PROTOCOL,
-    &jsonencap::PROTOCOL,
-    &jsondecap::PROTOCOL,
-    &http::PROTOCOL,
-    &af_packet::PROTOCOL,
-    &sctp::PROTOCOL,
-    &crate::plugin::transform::PROTOCOL,
-    &controller::CONTROLLER_PROTOCOL,
-    &controller::PROMETHEUS_PROTOCOL,
-];
+/// Every protocol: those of `protocol/`, the built-in transforms, the Wasm transform.
+/// A new protocol is its file plus its name in its directory's `protocols!` line.
+static PROTOCOLS: LazyLock<Vec<&'static Protocol>> = LazyLock::new(|| {
+    let wasm: &'static [&'static Protocol] = &[&crate::plugin::transform::PROTOCOL];
+    [crate::protocol::ALL, crate::transform::ALL, wasm].concat()
+});
 
 /// The registry every build goes through.
 pub struct Registry;
@@ -85,7 +62,7 @@ fn unknown(kind: &str, protocol: &str, known: impl Iterator<Item = &'static str>
 
 impl Protocols for Registry {
     fn all(&self) -> &'static [&'static Protocol] {
-        PROTOCOLS
+        &PROTOCOLS
     }
 
     fn listener(&self, spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>> {

@@ -533,6 +533,22 @@ fn the_openapi_document_covers_every_operation() {
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+    // Each protocol's spec, from the type that parses it.
+    let schemas = &doc["components"]["schemas"];
+    let listeners = schemas["ListenerSpec"]["oneOf"].as_array().unwrap();
+    assert!(listeners.len() >= 10, "{}", schemas["ListenerSpec"]);
+    let tcp = schemas["TCPListenerSpec"]["allOf"].as_array().unwrap();
+    assert_eq!(tcp[0]["properties"]["protocol"]["enum"][0], "TCP");
+    assert!(tcp[1]["properties"]["port"].is_object(), "{}", tcp[1]);
+    assert_eq!(tcp[1]["required"], serde_json::json!(["port"]));
+    let ws = &schemas["WebSocketListenerSpec"]["allOf"][0]["properties"]["protocol"]["enum"];
+    assert_eq!(ws, &serde_json::json!(["WebSocket", "ws"]));
+    let wasm = &schemas["WasmClusterSpec"]["allOf"][1];
+    assert!(wasm["properties"]["on_fault"].is_object(), "{wasm}");
+    assert!(
+        schemas["PluginGrants"].is_object(),
+        "nested types are components"
+    );
     let (status, yaml) = proxy.get("/api/v1/openapi.yaml");
     assert_eq!(status, 200);
     assert!(yaml.as_str().unwrap().contains("openapi: 3.1.0"), "{yaml}");

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 use super::error::Result;
 use super::spec::{Validation, typed};
@@ -23,6 +25,16 @@ pub type ListenerFactory = fn(&Value, &BuildContext<'_>) -> Result<Arc<dyn Liste
 /// Builds a cluster from its spec (`protocol` already removed).
 pub type ClusterFactory = fn(&Value, &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>>;
 
+/// Appends the schemas a spec's schema refers to, and returns its own: the JSON schema
+/// of the typed spec, from the same type serde parses.
+pub type SchemaFn = fn(&mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schema>;
+
+/// The [`SchemaFn`] of a spec type.
+pub fn schema<T: ToSchema>(refs: &mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schema> {
+    T::schemas(refs);
+    T::schema()
+}
+
 /// One protocol, as its file declares it.
 pub struct Protocol {
     /// The name as l7mp spells it; `spec.protocol` matches it case-insensitively.
@@ -31,6 +43,10 @@ pub struct Protocol {
     pub aliases: &'static [&'static str],
     pub listener: Option<ListenerFactory>,
     pub cluster: Option<ClusterFactory>,
+    /// The listener spec's schema (beside `protocol`).
+    pub listener_schema: Option<SchemaFn>,
+    /// The cluster spec's schema (beside `protocol`).
+    pub cluster_schema: Option<SchemaFn>,
     pub carries: Carries,
 }
 
@@ -156,8 +172,8 @@ where
 
 /// The spec of a protocol with no settings of its own (strict mode still reports or
 /// rejects fields it does not know).
-#[derive(serde::Deserialize)]
-struct NoSettings {}
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct NoSettings {}
 
 /// Checks that a spec has no settings (strict mode reports or rejects what it has).
 pub fn no_settings(spec: &Value, cx: &BuildContext<'_>) -> Result<()> {

@@ -255,5 +255,7 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: None,
     cluster: Some(|spec, cx| cx.plugins.transform(spec, cx.validation)),
+    listener_schema: None,
+    cluster_schema: Some(super::usage::schema),
     carries: Protocol::CARRIES_NOTHING,
 };

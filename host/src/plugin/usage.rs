@@ -13,7 +13,7 @@ use serde_json::Value;
 /// What happens to a session when its plugin traps, overruns its deadline or its
 /// memory. Whatever the choice, the faulty instance is thrown away: the next call
 /// gets a fresh one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFault {
     /// The chunk being processed is lost; the session goes on.
@@ -26,8 +26,9 @@ pub enum OnFault {
 }
 
 /// Per-call and per-instance bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(as = PluginLimits)]
 pub struct Limits {
     /// Wall-clock budget of one call into the plugin.
     pub deadline_ms: u64,
@@ -61,9 +62,10 @@ impl Limits {
 }
 
 /// A directory of the host the plugin may see, at `guest` inside its filesystem.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirGrant {
+    #[schema(value_type = String)]
     pub host: PathBuf,
     pub guest: String,
     #[serde(default)]
@@ -72,13 +74,15 @@ pub struct DirGrant {
 
 /// What the plugin may reach beyond its own memory. Empty by default: no files, no
 /// network, no environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(as = PluginGrants)]
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
     pub env: BTreeMap<String, String>,
     /// Peers (`IP:port`) the plugin may connect to over TCP or exchange UDP datagrams
     /// with. Nothing else: no listening, no other peer, no name lookups.
+    #[schema(value_type = Vec<String>)]
     pub connect: Vec<std::net::SocketAddr>,
 }
 
@@ -88,8 +92,9 @@ impl Grants {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WasmSpec)]
 struct RawUse {
     plugin: String,
     #[serde(default)]
@@ -102,6 +107,13 @@ struct RawUse {
     grants: Grants,
     #[serde(default)]
     stateless: bool,
+}
+
+/// The schema of a `Wasm` cluster's spec.
+pub fn schema(
+    refs: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    crate::core::build::schema::<RawUse>(refs)
 }
 
 /// A checked use of a plugin.

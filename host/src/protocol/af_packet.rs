@@ -25,7 +25,8 @@ use crate::core::build::{Protocol, typed_cluster, typed_listener};
 pub const NAME: &str = "AF_PACKET";
 const MAX_FRAME: usize = 65536;
 
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = PacketSpec)]
 pub struct PacketSpec {
     /// The interface to bind, e.g. `eth0`.
     interface: String,
@@ -214,5 +215,7 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(typed_listener::<PacketSpec>),
     cluster: Some(typed_cluster::<PacketSpec>),
+    listener_schema: Some(crate::core::build::schema::<PacketSpec>),
+    cluster_schema: Some(crate::core::build::schema::<PacketSpec>),
     carries: Protocol::CARRIES_NOTHING,
 };

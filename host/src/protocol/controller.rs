@@ -1,6 +1,7 @@
-//! The REST API and the metrics exposition as clusters, as l7mp configs declare them:
-//! an `HTTP` listener whose rules route to an `L7mpController` or `Prometheus` cluster
-//! serves the API (and `/metrics`) for those requests (see [`super::http`]).
+//! The REST API as a cluster, as l7mp configs declare it: an `HTTP` listener whose
+//! rules route to an `L7mpController` cluster serves the API for those requests (the
+//! engine answers them, see `session::http`). `Prometheus` (`/metrics`) is the same
+//! kind of cluster.
 
 use crate::core::build::Protocol;
 use std::io;
@@ -10,7 +11,6 @@ use async_trait::async_trait;
 use super::{ClusterProtocol, Stage, Target};
 
 pub const CONTROLLER: &str = "L7mpController";
-pub const PROMETHEUS: &str = "Prometheus";
 
 /// `L7mpController` and `Prometheus` clusters: only HTTP listeners can route to them.
 #[derive(Debug)]
@@ -38,19 +38,13 @@ impl ClusterProtocol for ServiceCluster {
 }
 
 /// The REST API, for HTTP listeners.
-pub const CONTROLLER_PROTOCOL: Protocol = Protocol {
+pub const PROTOCOL: Protocol = Protocol {
     name: CONTROLLER,
     aliases: &[],
     listener: None,
     cluster: Some(|_, _| Ok(std::sync::Arc::new(ServiceCluster { name: CONTROLLER }))),
+    listener_schema: None,
+    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
     carries: Protocol::CARRIES_NOTHING,
 };
 
-/// `/metrics`, for HTTP listeners.
-pub const PROMETHEUS_PROTOCOL: Protocol = Protocol {
-    name: PROMETHEUS,
-    aliases: &[],
-    listener: None,
-    cluster: Some(|_, _| Ok(std::sync::Arc::new(ServiceCluster { name: PROMETHEUS }))),
-    carries: Protocol::CARRIES_NOTHING,
-};

@@ -18,7 +18,8 @@ use crate::core::stream::{StreamRx, StreamTx};
 
 pub const NAME: &str = "STDIO-fork";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ForkSpec)]
 pub struct ForkCluster {
     /// The program and its arguments; no shell is involved.
     command: Vec<String>,
@@ -111,5 +112,7 @@ pub const PROTOCOL: Protocol = Protocol {
         fork.validate().map_err(crate::core::ConfigError::invalid)?;
         Ok(std::sync::Arc::new(fork))
     }),
+    listener_schema: None,
+    cluster_schema: Some(crate::core::build::schema::<ForkCluster>),
     carries: Protocol::CARRIES_NOTHING,
 };

@@ -57,7 +57,7 @@ const HOP_HEADERS: &[&str] = &[
     "host",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct HttpListenerSpec {
     port: u16,
     #[serde(default)]
@@ -192,7 +192,7 @@ fn upgrade(cx: &ListenerContext, metadata: Value, mut req: Request<Body>) -> Htt
     resp
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct HttpClusterSpec {
     #[serde(default)]
     port: Option<u16>,
@@ -300,5 +300,7 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(typed_listener::<HttpListenerSpec>),
     cluster: Some(|spec, cx| Ok(Arc::new(HttpCluster::from_spec(spec, cx.validation)?))),
+    listener_schema: Some(crate::core::build::schema::<HttpListenerSpec>),
+    cluster_schema: Some(crate::core::build::schema::<HttpClusterSpec>),
     carries: Protocol::CARRIES_NOTHING,
 };

@@ -35,7 +35,8 @@ pub const NAME: &str = "JSONSocket";
 /// How long a client may take to send its header.
 const HEADER_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = JsonSocketSpec)]
 struct Spec {
     transport: Value,
     #[serde(default)]
@@ -360,6 +361,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(|spec, cx| Ok(Arc::new(JsonSocketListener::from_spec(spec, cx)?))),
     cluster: Some(|spec, cx| Ok(Arc::new(JsonSocketCluster::from_spec(spec, cx)?))),
+    listener_schema: Some(crate::core::build::schema::<Spec>),
+    cluster_schema: Some(crate::core::build::schema::<Spec>),
     carries: Protocol::CARRIES_NOTHING,
 };
 

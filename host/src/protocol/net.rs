@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// `{address, port}` as specs write a bind or connect address.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostPort {
     #[serde(default)]
     pub address: Option<String>,
@@ -69,7 +69,7 @@ pub fn at(addr: impl std::fmt::Display, e: io::Error) -> io::Error {
 }
 
 /// The spec of a cluster that opens a socket per session: TCP, UDP, SCTP.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SocketClusterSpec {
     /// The endpoints' port (an endpoint's own `spec.port` wins).
     #[serde(default)]

@@ -26,11 +26,13 @@ use crate::core::stream::{StreamRx, StreamTx};
 
 pub const NAME: &str = "PIPE";
 
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PipeSpec {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     read: Option<PathBuf>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     write: Option<PathBuf>,
     #[serde(default)]
     read_fd: Option<i32>,
@@ -269,6 +271,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(|spec, cx| Ok(std::sync::Arc::new(pipe_spec(spec, cx)?))),
     cluster: Some(|spec, cx| Ok(std::sync::Arc::new(pipe_spec(spec, cx)?))),
+    listener_schema: Some(crate::core::build::schema::<PipeSpec>),
+    cluster_schema: Some(crate::core::build::schema::<PipeSpec>),
     carries: Protocol::CARRIES_NOTHING,
 };
 

@@ -342,7 +342,7 @@ impl Driver {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SctpListenerSpec {
     /// The UDP encapsulation port.
     port: u16,
@@ -426,5 +426,7 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(typed_listener::<SctpListenerSpec>),
     cluster: Some(typed_cluster::<SctpClusterSpec>),
+    listener_schema: Some(crate::core::build::schema::<SctpListenerSpec>),
+    cluster_schema: Some(crate::core::build::schema::<net::SocketClusterSpec>),
     carries: Protocol::CARRIES_NOTHING,
 };

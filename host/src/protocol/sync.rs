@@ -22,7 +22,7 @@ pub const NAME: &str = "Sync";
 /// Chunks queued for one member.
 const MEMBER_QUEUE: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SyncSpec {
     query: String,
 }
@@ -150,5 +150,7 @@ pub const PROTOCOL: Protocol = Protocol {
             cx.validation,
         )?))
     }),
+    listener_schema: None,
+    cluster_schema: Some(crate::core::build::schema::<SyncSpec>),
     carries: Protocol::CARRIES_NOTHING,
 };

@@ -15,7 +15,7 @@ use crate::core::stream::StreamSocket;
 
 pub const NAME: &str = "TCP";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TcpListenerSpec {
     port: u16,
     #[serde(default)]
@@ -78,6 +78,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(typed_listener::<TcpListenerSpec>),
     cluster: Some(typed_cluster::<TcpClusterSpec>),
+    listener_schema: Some(crate::core::build::schema::<TcpListenerSpec>),
+    cluster_schema: Some(crate::core::build::schema::<net::SocketClusterSpec>),
     carries: Carries {
         codec: true,
         jsonsocket_listener: true,

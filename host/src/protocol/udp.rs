@@ -41,7 +41,8 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The shortest idle timeout (0 would end every session at once).
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(1);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = UdpListenerSpec)]
 pub struct UdpListenerSpec {
     port: u16,
     #[serde(default)]
@@ -52,7 +53,7 @@ pub struct UdpListenerSpec {
     options: Option<UdpOptions>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, utoipa::ToSchema)]
 pub struct UdpOptions {
     #[serde(default)]
     mode: Option<String>,
@@ -473,6 +474,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(udp_listener),
     cluster: Some(typed_cluster::<UdpClusterSpec>),
+    listener_schema: Some(crate::core::build::schema::<UdpListenerSpec>),
+    cluster_schema: Some(crate::core::build::schema::<net::SocketClusterSpec>),
     carries: Carries {
         codec: true,
         jsonsocket_listener: true,

@@ -18,9 +18,10 @@ use crate::core::stream::StreamSocket;
 
 pub const NAME: &str = "UnixDomainSocket";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UnixListenerSpec {
     #[serde(alias = "path")]
+    #[schema(value_type = String)]
     filename: PathBuf,
 }
 
@@ -91,6 +92,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(typed_listener::<UnixListenerSpec>),
     cluster: Some(bare_cluster::<UnixCluster>),
+    listener_schema: Some(crate::core::build::schema::<UnixListenerSpec>),
+    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
     carries: Carries {
         codec: true,
         jsonsocket_listener: true,

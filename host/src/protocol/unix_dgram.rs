@@ -40,9 +40,10 @@ fn bind(path: &Path) -> io::Result<UnixDatagram> {
     net::bind_unix(path, |p| UnixDatagram::bind(p))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UnixDgramListenerSpec {
     #[serde(alias = "path")]
+    #[schema(value_type = String)]
     filename: PathBuf,
 }
 
@@ -218,6 +219,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: Some(typed_listener::<UnixDgramListenerSpec>),
     cluster: Some(bare_cluster::<UnixDgramCluster>),
+    listener_schema: Some(crate::core::build::schema::<UnixDgramListenerSpec>),
+    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
     carries: Carries {
         codec: false,
         jsonsocket_listener: true,

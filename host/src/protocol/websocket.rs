@@ -70,7 +70,7 @@ pub(crate) fn config(max_message_size: Option<usize>) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WsListenerSpec {
     port: u16,
     #[serde(default)]
@@ -141,7 +141,7 @@ impl ListenerProtocol for WsListenerSpec {
 }
 
 /// The kind a connection sends its next message in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageKind {
     #[default]
@@ -256,7 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ChunkTx for WsTx<S> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WsClusterSpec {
     #[serde(default)]
     port: Option<u16>,
@@ -333,6 +333,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &["ws"],
     listener: Some(typed_listener::<WsListenerSpec>),
     cluster: Some(typed_cluster::<WsClusterSpec>),
+    listener_schema: Some(crate::core::build::schema::<WsListenerSpec>),
+    cluster_schema: Some(crate::core::build::schema::<WsClusterSpec>),
     carries: Carries {
         codec: false,
         jsonsocket_listener: true,

@@ -33,6 +33,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: None,
     cluster: Some(bare_cluster::<Echo>),
+    listener_schema: None,
+    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
     carries: Carries {
         codec: false,
         jsonsocket_listener: false,

@@ -50,6 +50,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: None,
     cluster: Some(bare_cluster::<JsonDecap>),
+    listener_schema: None,
+    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
     carries: Protocol::CARRIES_NOTHING,
 };
 

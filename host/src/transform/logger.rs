@@ -11,7 +11,7 @@ use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "Logger";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LoggerSpec {
     #[serde(default)]
     log_file: Option<String>,
@@ -84,6 +84,8 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: None,
     cluster: Some(typed_cluster::<LoggerSpec>),
+    listener_schema: None,
+    cluster_schema: Some(crate::core::build::schema::<LoggerSpec>),
     carries: Protocol::CARRIES_NOTHING,
 };
 

@@ -57,5 +57,7 @@ pub const PROTOCOL: Protocol = Protocol {
             packets: cx.metrics.metric_packets.clone(),
         }))
     }),
+    listener_schema: None,
+    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
     carries: Protocol::CARRIES_NOTHING,
 };

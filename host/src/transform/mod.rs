@@ -2,12 +2,7 @@
 //! it may stand as a destination (Echo answers, Discard swallows) or anywhere in an
 //! ingress or egress chain.
 
-pub mod discard;
-pub mod echo;
-pub mod jsondecap;
-pub mod jsonencap;
-pub mod logger;
-pub mod metric;
+crate::protocol::protocols![echo, discard, logger, metric, jsonencap, jsondecap];
 
 /// Implements [`crate::core::ClusterProtocol`] for a transform's spec type; the
 /// closure opens the per-session transform (or fails to, as `io::Result`).

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::schema::{AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr, Required,
     ResponseBuilder, Schema,
@@ -22,9 +22,11 @@ mod paths;
 
 use super::body::{ErrorBody, StatusBody};
 use super::handlers::{AdminView, ConfigView};
+use crate::core::build::{Protocol, Protocols, SchemaFn};
 use crate::model::Admin;
 use crate::model::view::*;
 use crate::plugin::PluginView;
+use crate::registry::REGISTRY;
 use crate::session::view::SessionView;
 
 /// The media types a JSON or YAML body may come in (see `body::media_type`).
@@ -106,7 +108,46 @@ fn components() -> utoipa::openapi::Components {
     add::<RouteView>(&mut schemas);
     add::<SessionView>(&mut schemas);
     add::<PluginView>(&mut schemas);
+    protocol_specs(&mut schemas);
     ComponentsBuilder::new().schemas_from_iter(schemas).build()
+}
+
+/// Each protocol's spec as its file declares it (`TCPListenerSpec`: `protocol` and the
+/// settings of the type that parses it), and `ListenerSpec` / `ClusterSpec`, one of
+/// them. Listings show specs as written (unknown fields, any spelling of `protocol`),
+/// so the object views keep `spec` open; these say what each protocol reads.
+fn protocol_specs(all: &mut Vec<(String, RefOr<Schema>)>) {
+    type Pick = fn(&Protocol) -> Option<SchemaFn>;
+    let kinds: [(&str, Pick); 2] = [
+        ("Listener", |p| p.listener_schema),
+        ("Cluster", |p| p.cluster_schema),
+    ];
+    for (kind, pick) in kinds {
+        let mut one_of = OneOfBuilder::new();
+        for p in REGISTRY.all() {
+            let Some(own) = pick(p) else { continue };
+            let own = own(all);
+            let names: Vec<&str> = std::iter::once(p.name)
+                .chain(p.aliases.iter().copied())
+                .collect();
+            let protocol = ObjectBuilder::new()
+                .property(
+                    "protocol",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(names))
+                        .description(Some("Matched case-insensitively.")),
+                )
+                .required("protocol");
+            let name = format!("{}{kind}Spec", p.name);
+            all.push((
+                name.clone(),
+                AllOfBuilder::new().item(protocol).item(own).into(),
+            ));
+            one_of = one_of.item(schema_ref(&name));
+        }
+        all.push((format!("{kind}Spec"), one_of.into()));
+    }
 }
 
 fn schema_ref(name: &str) -> RefOr<Schema> {
