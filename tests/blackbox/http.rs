@@ -243,4 +243,32 @@ fn http2_cleartext_requests_are_proxied() {
         session_version.contains("l7mp_listener_sessions_total{listener=\"h2\"} 1"),
         "{session_version}"
     );
+    // The answer's body counts as the bytes of every other protocol's stages do.
+    let answer = "A GET /two x-forwarded-for=127.0.0.1 ".len().to_string();
+    let counted = |metric: &str, object: &str| {
+        session_version
+            .lines()
+            .find(|l| {
+                l.starts_with(metric)
+                    && l.contains(object)
+                    && l.contains("direction=\"")
+                    && l.contains(if metric.contains("cluster") {
+                        "\"in\""
+                    } else {
+                        "\"out\""
+                    })
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        counted("l7mp_cluster_bytes_total", "cluster=\"a\"").as_deref(),
+        Some(answer.as_str()),
+        "{session_version}"
+    );
+    assert_eq!(
+        counted("l7mp_listener_bytes_total", "listener=\"h2\"").as_deref(),
+        Some(answer.as_str()),
+        "{session_version}"
+    );
 }

@@ -76,7 +76,20 @@ pub(super) async fn request(
         1
     };
     let (parts, body) = req.into_parts();
-    let mut body = Some(body.map_err(BoxError::from).boxed_unsync());
+    // Bodies count as every stage's bytes do: in at the listener, out at the cluster,
+    // and the answer back.
+    let bytes = |vec: &prometheus::IntCounterVec, name: &str, dir: &str| {
+        vec.with_label_values(&[name, dir])
+    };
+    let up = [
+        bytes(&m.listener_bytes, listener, "in"),
+        bytes(&m.cluster_bytes, &cluster.name, "out"),
+    ];
+    let down = [
+        bytes(&m.cluster_bytes, &cluster.name, "in"),
+        bytes(&m.listener_bytes, listener, "out"),
+    ];
+    let mut body = Some(Counted::new(body, up).boxed_unsync());
     let mut failed: Vec<String> = Vec::new();
     let mut last = error_reply(
         StatusCode::BAD_GATEWAY,
@@ -99,7 +112,7 @@ pub(super) async fn request(
         match tokio::time::timeout(timeout, http.forward(req, target, &metadata, peer)).await {
             Ok(Ok(resp)) => {
                 m.cluster_sessions.with_label_values(&[&cluster.name]).inc();
-                return resp;
+                return resp.map(|b| Counted::new(b, down).boxed_unsync());
             }
             Ok(Err(e)) => {
                 m.cluster_connect_failures
@@ -123,4 +136,48 @@ pub(super) async fn request(
         failed.push(endpoint.name.clone());
     }
     last
+}
+
+/// A body that counts the bytes passing through it.
+struct Counted<B> {
+    inner: B,
+    counters: [prometheus::IntCounter; 2],
+}
+
+impl<B> Counted<B> {
+    fn new(inner: B, counters: [prometheus::IntCounter; 2]) -> Self {
+        Counted { inner, counters }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            for c in &self.counters {
+                c.inc_by(data.len() as u64);
+            }
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -72,4 +72,22 @@ mod tests {
             json!({"metadata": {"labels": {"user": "u1"}}, "payload": "AGhp"})
         );
     }
+
+    #[tokio::test]
+    async fn sees_a_rewrite_made_by_another_stage_while_it_runs() {
+        let cx = Detached::new("s", json!({"v": 1}));
+        let mut out = Vec::new();
+        JsonEncap
+            .process(Bytes::from_static(b"a"), &cx, &mut out)
+            .await
+            .unwrap();
+        // A plugin elsewhere on the ring replaces the session's metadata.
+        cx.replace_metadata(json!({"v": 2}));
+        JsonEncap
+            .process(Bytes::from_static(b"b"), &cx, &mut out)
+            .await
+            .unwrap();
+        let v = |chunk: &Bytes| serde_json::from_slice::<serde_json::Value>(chunk).unwrap()["metadata"]["v"].clone();
+        assert_eq!((v(&out[0]), v(&out[1])), (json!(1), json!(2)));
+    }
 }

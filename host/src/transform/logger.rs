@@ -6,12 +6,11 @@ use crate::core::build::{Protocol, typed_cluster};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::transform_cluster;
 use crate::core::{StageContext, StageError, Transform};
 
 pub const NAME: &str = "Logger";
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct LoggerSpec {
     #[serde(default)]
     log_file: Option<String>,
@@ -76,7 +75,24 @@ impl Transform for Logger {
     }
 }
 
-transform_cluster!(LoggerSpec, NAME, |spec, _target| spec.open());
+#[async_trait::async_trait]
+impl crate::core::ClusterProtocol for LoggerSpec {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn is_virtual(&self) -> bool {
+        true
+    }
+    /// Finding (and, after a rotation, reopening) the file touches the disk: on the
+    /// blocking pool, never on the session's worker.
+    async fn connect(&self, _target: crate::core::Target<'_>) -> std::io::Result<crate::core::Stage> {
+        let spec = self.clone();
+        let logger = tokio::task::spawn_blocking(move || spec.open())
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(crate::core::Stage::Transform(Box::new(logger)))
+    }
+}
 
 /// Logger.
 pub const PROTOCOL: Protocol = Protocol {
