@@ -146,28 +146,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn listener(spec: &Value, validation: Validation) -> Result<Arc<dyn ListenerProtocol>> {
+    /// Runs `f` with the context a change builds in.
+    fn with_cx<T>(validation: Validation, f: impl FnOnce(&BuildContext<'_>) -> T) -> T {
         let services = Services::new(None);
         let plugins = Staging::new(services.plugins.clone());
-        let cx = BuildContext {
+        f(&BuildContext {
             validation,
             protocols: &REGISTRY,
             plugins: &plugins,
             metrics: &services.metrics,
-        };
-        REGISTRY.listener(spec, &cx)
+        })
+    }
+
+    fn listener(spec: &Value, validation: Validation) -> Result<Arc<dyn ListenerProtocol>> {
+        with_cx(validation, |cx| REGISTRY.listener(spec, cx))
     }
 
     fn cluster(spec: &Value, validation: Validation) -> Result<Arc<dyn ClusterProtocol>> {
-        let services = Services::new(None);
-        let plugins = Staging::new(services.plugins.clone());
-        let cx = BuildContext {
-            validation,
-            protocols: &REGISTRY,
-            plugins: &plugins,
-            metrics: &services.metrics,
-        };
-        REGISTRY.cluster(spec, &cx)
+        with_cx(validation, |cx| REGISTRY.cluster(spec, cx))
     }
 
     #[test]

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::body::{ApiResult, Document, Query, created, json_response, ok, reply};
-use crate::model::inline::{Builder, CONFIG_SECTIONS};
+use crate::model::config::CONFIG_SECTIONS;
+use crate::model::inline::Builder;
 use crate::model::view::{ListenerStatus, ObjectView, ObjectsView};
 use crate::model::{Admin, ConfigError, Kind, RuleList, render};
 use crate::proxy::Proxy;

@@ -69,6 +69,29 @@ impl Protocol {
         jsonsocket_cluster: false,
     };
 
+    /// A cluster-only protocol with no settings of its own (`Echo`, `Stdio`, ...).
+    pub const fn bare_cluster<T: ClusterProtocol + Default + 'static>(
+        name: &'static str,
+        carries: Carries,
+    ) -> Protocol {
+        Protocol {
+            name,
+            aliases: &[],
+            listener: None,
+            cluster: Some(bare_cluster::<T>),
+            listener_schema: None,
+            cluster_schema: Some(schema::<NoSettings>),
+            carries,
+        }
+    }
+
+    /// JSONSocket clusters may run over it.
+    pub const JSONSOCKET_CLUSTER: Carries = Carries {
+        codec: false,
+        jsonsocket_listener: false,
+        jsonsocket_cluster: true,
+    };
+
     pub fn is_called(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
             || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::core::build::BuildContext;
-use crate::core::spec::{report_unknown, require, typed};
+use crate::core::spec::{require, typed};
 use crate::json::Predicate;
 use crate::json::pointer::Pointer;
 use crate::lb::{Balancer, Policy};
@@ -137,30 +137,16 @@ struct RouteIn {
     retry: Retry,
 }
 
-/// A working copy of the configuration that objects are added to; the caller swaps
-/// it in when everything in a request was valid, or drops it.
-/// The top-level sections of a config document. `sessions` is what `GET /config`
-/// shows; a config posted back carries it, and it is ignored.
-pub const CONFIG_SECTIONS: [&str; 9] = [
-    "admin",
-    "plugins",
-    "listeners",
-    "clusters",
-    "rulelists",
-    "rules",
-    "routes",
-    "endpoints",
-    "sessions",
-];
-
 /// The longest name an object may have, in bytes.
 pub const MAX_NAME: usize = 256;
 
+/// A working copy of the configuration that objects are added to; the caller swaps
+/// it in when everything in a request was valid, or drops it.
 pub struct Builder<'a> {
     pub snap: Snapshot,
     pub validation: Validation,
     /// The protocols and plugins objects are built from.
-    cx: BuildContext<'a>,
+    pub(super) cx: BuildContext<'a>,
     /// What this builder added, in order.
     pub created: Vec<(Kind, String)>,
     /// Unknown fields it accepted (see [`Builder::seal`]).
@@ -567,53 +553,5 @@ impl<'a> Builder<'a> {
             Value::String(name) => Ok(name.clone()),
             _ => self.add_cluster(value, Some(generated)),
         }
-    }
-
-    /// Loads a whole config document: `admin`, `plugins`, `listeners`, `clusters`,
-    /// `rulelists`, `rules`, `routes`. Plugins come first so objects may use them,
-    /// clusters next so listeners' inline routes may name them.
-    pub fn add_config(&mut self, doc: &Value) -> Result<()> {
-        let obj = doc
-            .as_object()
-            .ok_or_else(|| ConfigError::invalid("a config must be an object"))?;
-        require(self.validation, doc, "admin", "config")?;
-        let unknown: Vec<String> = obj
-            .keys()
-            .filter(|k| !CONFIG_SECTIONS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        report_unknown("config", &unknown, self.validation)?;
-        if let Some(admin) = obj.get("admin") {
-            self.snap.admin = typed(admin, "admin", self.validation)?;
-            self.snap.admin.validate().map_err(ConfigError::invalid)?;
-        }
-        let list = |key: &str| -> Result<Vec<Value>> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(Vec::new()),
-                Some(Value::Array(items)) => Ok(items.clone()),
-                Some(other) => Err(ConfigError::invalid(format!(
-                    "config: '{key}' must be a list, not {other}"
-                ))),
-            }
-        };
-        for p in list("plugins")? {
-            self.cx.plugins.stage(&p, self.validation)?;
-        }
-        for c in list("clusters")? {
-            self.add_cluster(&c, None)?;
-        }
-        for r in list("routes")? {
-            self.add_route(&r, None)?;
-        }
-        for r in list("rules")? {
-            self.add_rule(&r, None)?;
-        }
-        for r in list("rulelists")? {
-            self.add_rulelist(&r, None)?;
-        }
-        for l in list("listeners")? {
-            self.add_listener(&l)?;
-        }
-        Ok(())
     }
 }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{ChunkRx, ClusterProtocol, Conn, Framing, Stage, Target, stream};
+use crate::core::build::Protocol;
 
-use crate::core::build::{Carries, Protocol, bare_cluster};
 
 pub const NAME: &str = "Stdio";
 
@@ -62,16 +62,4 @@ impl ClusterProtocol for StdioCluster {
 }
 
 /// The proxy's own stdin and stdout; JSONSocket clusters may run over it.
-pub const PROTOCOL: Protocol = Protocol {
-    name: NAME,
-    aliases: &[],
-    listener: None,
-    cluster: Some(bare_cluster::<StdioCluster>),
-    listener_schema: None,
-    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
-    carries: Carries {
-        codec: false,
-        jsonsocket_listener: false,
-        jsonsocket_cluster: true,
-    },
-};
+pub const PROTOCOL: Protocol = Protocol::bare_cluster::<StdioCluster>(NAME, Protocol::JSONSOCKET_CLUSTER);

@@ -109,30 +109,22 @@ pub(super) async fn request(
             name: &endpoint.name,
             spec: &endpoint.spec,
         };
-        match tokio::time::timeout(timeout, http.forward(req, target, &metadata, peer)).await {
+        let forwarded = tokio::time::timeout(timeout, http.forward(req, target, &metadata, peer));
+        let (status, why) = match forwarded.await {
             Ok(Ok(resp)) => {
                 m.cluster_sessions.with_label_values(&[&cluster.name]).inc();
                 return resp.map(|b| Counted::new(b, down).boxed_unsync());
             }
-            Ok(Err(e)) => {
-                m.cluster_connect_failures
-                    .with_label_values(&[&cluster.name])
-                    .inc();
-                last = error_reply(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("cluster '{}': {e}", cluster.name),
-                );
-            }
-            Err(_) => {
-                m.cluster_connect_failures
-                    .with_label_values(&[&cluster.name])
-                    .inc();
-                last = error_reply(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!("cluster '{}': no answer within {timeout:?}", cluster.name),
-                );
-            }
-        }
+            Ok(Err(e)) => (StatusCode::BAD_GATEWAY, e.to_string()),
+            Err(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no answer within {timeout:?}"),
+            ),
+        };
+        m.cluster_connect_failures
+            .with_label_values(&[&cluster.name])
+            .inc();
+        last = error_reply(status, &format!("cluster '{}': {why}", cluster.name));
         failed.push(endpoint.name.clone());
     }
     last

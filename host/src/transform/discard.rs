@@ -1,10 +1,10 @@
 //! `Discard`: swallows every chunk; nothing ever comes back.
 
-use crate::core::build::{Carries, Protocol, bare_cluster};
 use bytes::Bytes;
 
 use super::transform_cluster;
 use crate::core::{StageContext, StageError, Transform};
+use crate::core::build::Protocol;
 
 pub const NAME: &str = "Discard";
 
@@ -29,19 +29,7 @@ transform_cluster!(Discard, NAME, |_spec, _target| Ok::<_, std::io::Error>(
 ));
 
 /// Discard; JSONSocket clusters may run over it.
-pub const PROTOCOL: Protocol = Protocol {
-    name: NAME,
-    aliases: &[],
-    listener: None,
-    cluster: Some(bare_cluster::<Discard>),
-    listener_schema: None,
-    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
-    carries: Carries {
-        codec: false,
-        jsonsocket_listener: false,
-        jsonsocket_cluster: true,
-    },
-};
+pub const PROTOCOL: Protocol = Protocol::bare_cluster::<Discard>(NAME, Protocol::JSONSOCKET_CLUSTER);
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,10 @@
 //! `Echo`: every chunk written comes back unchanged.
 
-use crate::core::build::{Carries, Protocol, bare_cluster};
 use bytes::Bytes;
 
 use super::transform_cluster;
 use crate::core::{StageContext, StageError, Transform};
+use crate::core::build::Protocol;
 
 pub const NAME: &str = "Echo";
 
@@ -28,19 +28,7 @@ impl Transform for Echo {
 transform_cluster!(Echo, NAME, |_spec, _target| Ok::<_, std::io::Error>(Echo));
 
 /// Echo; JSONSocket clusters may run over it.
-pub const PROTOCOL: Protocol = Protocol {
-    name: NAME,
-    aliases: &[],
-    listener: None,
-    cluster: Some(bare_cluster::<Echo>),
-    listener_schema: None,
-    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
-    carries: Carries {
-        codec: false,
-        jsonsocket_listener: false,
-        jsonsocket_cluster: true,
-    },
-};
+pub const PROTOCOL: Protocol = Protocol::bare_cluster::<Echo>(NAME, Protocol::JSONSOCKET_CLUSTER);
 
 #[cfg(test)]
 mod tests {

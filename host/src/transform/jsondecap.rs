@@ -1,7 +1,6 @@
 //! `JSONDecap`: the reverse of `JSONEncap`; a chunk that is not an encapsulated
 //! message is dropped and logged against the session.
 
-use crate::core::build::{Protocol, bare_cluster};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use serde::Deserialize;
 
 use super::transform_cluster;
 use crate::core::{StageContext, StageError, Transform};
+use crate::core::build::Protocol;
 
 pub const NAME: &str = "JSONDecap";
 
@@ -45,15 +45,7 @@ transform_cluster!(JsonDecap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
 ));
 
 /// JSONDecap.
-pub const PROTOCOL: Protocol = Protocol {
-    name: NAME,
-    aliases: &[],
-    listener: None,
-    cluster: Some(bare_cluster::<JsonDecap>),
-    listener_schema: None,
-    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
-    carries: Protocol::CARRIES_NOTHING,
-};
+pub const PROTOCOL: Protocol = Protocol::bare_cluster::<JsonDecap>(NAME, Protocol::CARRIES_NOTHING);
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,6 @@
 //! "<base64 of the chunk>"}`, so a downstream peer sees the session's (rewritten)
 //! metadata with every message.
 
-use crate::core::build::{Protocol, bare_cluster};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -10,6 +9,7 @@ use serde_json::json;
 
 use super::transform_cluster;
 use crate::core::{StageContext, StageError, Transform};
+use crate::core::build::Protocol;
 
 pub const NAME: &str = "JSONEncap";
 
@@ -39,15 +39,7 @@ transform_cluster!(JsonEncap, NAME, |_spec, _target| Ok::<_, std::io::Error>(
 ));
 
 /// JSONEncap.
-pub const PROTOCOL: Protocol = Protocol {
-    name: NAME,
-    aliases: &[],
-    listener: None,
-    cluster: Some(bare_cluster::<JsonEncap>),
-    listener_schema: None,
-    cluster_schema: Some(crate::core::build::schema::<crate::core::build::NoSettings>),
-    carries: Protocol::CARRIES_NOTHING,
-};
+pub const PROTOCOL: Protocol = Protocol::bare_cluster::<JsonEncap>(NAME, Protocol::CARRIES_NOTHING);
 
 #[cfg(test)]
 mod tests {
