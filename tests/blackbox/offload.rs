@@ -119,6 +119,51 @@ fn udp_sessions_move_into_the_kernel_on_loopback() {
     assert_eq!(fresh["source"]["stats"]["packets_in"], 1);
 }
 
+/// `no_init` loads the program when the first session could use it, on the blocking
+/// pool: that session stays in userspace (it never waits for the kernel), the next
+/// ones go through the kernel.
+#[test]
+#[ignore = "needs root (CAP_BPF, CAP_NET_ADMIN): cargo test -- --ignored"]
+fn no_init_loads_the_program_beside_the_first_session_not_inside_it() {
+    require(
+        is_root(),
+        "root (CAP_BPF, CAP_NET_ADMIN) for kernel offload",
+    );
+    let proxy = Proxy::start();
+    let (status, body) = proxy.post(
+        "/api/v1/admin",
+        json!({"admin": {"offload": "no_init", "offload_ifs": ["lo"]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        proxy.get("/api/v1/admin").1["offload_status"]["active"],
+        false
+    );
+    let (upstream, _received) = udp_upstream(b"up:");
+    let port = free_udp_port();
+    udp_route(&proxy, "lazy", "127.0.0.1", port, "127.0.0.1", upstream);
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let first = udp_client("127.0.0.1");
+    assert_eq!(udp_roundtrip(&first, to, b"one"), b"up:one");
+    assert_eq!(session_of(&proxy, "lazy")["datapath"], "relay");
+    eventually("the program to be loaded", || {
+        (proxy.get("/api/v1/admin").1["offload_status"]["active"] == true).then_some(())
+    });
+    let second = udp_client("127.0.0.1");
+    assert_eq!(udp_roundtrip(&second, to, b"two"), b"up:two");
+    let datapaths: Vec<Value> = eventually("the second session", || {
+        let all: Vec<Value> = proxy
+            .sessions()
+            .into_iter()
+            .filter(|s| s["source"]["origin"] == "lazy")
+            .map(|s| s["datapath"].clone())
+            .collect();
+        (all.len() == 2).then_some(all)
+    });
+    assert!(datapaths.contains(&json!("offload")), "{datapaths:?}");
+    assert!(datapaths.contains(&json!("relay")), "{datapaths:?}");
+}
+
 #[test]
 #[ignore = "needs root (CAP_BPF, CAP_NET_ADMIN): cargo test -- --ignored"]
 fn without_capabilities_the_proxy_says_why_and_forwards_in_userspace() {
