@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             strict,
             reject_unknown,
         };
-        if let Ok(whole) = registry::build(&Snapshot::default(), mode, &services, |b| b.add_config(&doc)) {
+        if let Ok(whole) = registry::build(&Snapshot::default(), mode, services, true, |b| b.add_config(&doc)) {
             let _ = serde_json::to_vec(&render::objects(&whole.snap));
             for kind in [
                 Kind::Listener,
@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = serde_json::to_vec(&render::collection(&whole.snap, kind, true));
             }
         }
-        let each = registry::build(&Snapshot::default(), mode, &services, |each| {
+        let each = registry::build(&Snapshot::default(), mode, services, true, |each| {
             let _ = each.add_listener(&doc);
             let _ = each.add_cluster(&doc, None);
             let _ = each.add_rulelist(&doc, None);

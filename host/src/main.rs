@@ -47,12 +47,16 @@ struct Cli {
     /// Where the REST API and /metrics listen; `off` for nowhere. When the config
     /// declares its own controller listener (an HTTP listener routed to
     /// L7mpController), the API is served there and this applies only if given.
-    #[arg(long = "admin", value_name = "ADDR")]
+    #[arg(long = "admin", value_name = "ADDR", overrides_with = "admin")]
     admin: Option<String>,
     /// Once the API listens, write the address it is bound to (`host:port`) to FILE:
     /// with `--admin 127.0.0.1:0` the kernel picks a free port and this says which.
     #[arg(long = "admin-address-file", value_name = "FILE")]
     admin_address_file: Option<std::path::PathBuf>,
+    /// Serve the API beyond loopback without authentication (anyone who reaches it
+    /// can run commands as this user): only for a network nobody else is on.
+    #[arg(long = "admin-insecure")]
+    admin_insecure: bool,
     /// Where compiled Wasm plugins are cached (a directory only this user may write;
     /// created 0700), or `off`. Default: $XDG_CACHE_HOME/l7mp/plugins.
     #[arg(long = "plugin-cache", value_name = "DIR")]
@@ -142,9 +146,11 @@ async fn run(cli: Cli) -> ExitCode {
     if cli.check {
         let strict = cli.validation().for_document(&doc);
         // Plugins are compiled and checked, never made current.
-        let built = l7mp::registry::build(&model::Snapshot::default(), strict, &services, |b| {
-            b.add_config(&doc)
-        });
+        // The config file is the operator's own: it may reach the host.
+        let built =
+            l7mp::registry::build(&model::Snapshot::default(), strict, &services, true, |b| {
+                b.add_config(&doc)
+            });
         return match built {
             Ok(change) => {
                 let s = &change.snap;
@@ -164,7 +170,7 @@ async fn run(cli: Cli) -> ExitCode {
     let proxy = proxy::Proxy::new(cli.validation(), services);
     // HTTP listeners whose rules route to the controller serve this API.
     proxy.engine.serve_api(api::router(proxy.clone()));
-    if let Err(e) = proxy.load_config(doc).await {
+    if let Err(e) = proxy.load_config(true, doc).await {
         return fail(format!("{source}: {e}"));
     }
     if let Some(level) = &cli.log_level
@@ -198,6 +204,16 @@ async fn run(cli: Cli) -> ExitCode {
                     ));
                 }
             };
+            if !addr.ip().is_loopback() && proxy.tokens().is_empty() {
+                if !cli.admin_insecure {
+                    return fail(format!(
+                        "--admin {addr}: the API would take requests from the network without authentication, and anyone who reaches it can run commands as this user. Configure bearer tokens in the config (admin.auth.tokens, see the README), keep the API on 127.0.0.1, or pass --admin-insecure"
+                    ));
+                }
+                tracing::warn!(
+                    "--admin-insecure: the API on {addr} takes requests from the network WITHOUT AUTHENTICATION; anyone who reaches it can run commands as this user"
+                );
+            }
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
                 Err(e) => return fail(format!("cannot serve the API on {addr}: {e}")),

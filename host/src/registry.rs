@@ -118,14 +118,16 @@ pub fn build(
     base: &Snapshot,
     validation: Validation,
     services: &Services,
+    host_access: bool,
     f: impl FnOnce(&mut Builder<'_>) -> Result<()>,
 ) -> Result<Change> {
-    let plugins = Staging::new(services.plugins.clone());
+    let plugins = Staging::new(services.plugins.clone(), host_access);
     let cx = BuildContext {
         validation,
         protocols: &REGISTRY,
         plugins: &plugins,
         metrics: &services.metrics,
+        host_access,
     };
     let mut builder = Builder::new(base, cx);
     f(&mut builder)?;
@@ -149,12 +151,13 @@ mod tests {
     /// Runs `f` with the context a change builds in.
     fn with_cx<T>(validation: Validation, f: impl FnOnce(&BuildContext<'_>) -> T) -> T {
         let services = Services::new(None);
-        let plugins = Staging::new(services.plugins.clone());
+        let plugins = Staging::new(services.plugins.clone(), true);
         f(&BuildContext {
             validation,
             protocols: &REGISTRY,
             plugins: &plugins,
             metrics: &services.metrics,
+            host_access: true,
         })
     }
 

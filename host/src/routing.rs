@@ -138,9 +138,13 @@ mod tests {
     /// A configuration built from a document, without binding anything.
     fn snapshot(doc: Value) -> Snapshot {
         let services = crate::services::Services::new(None);
-        crate::registry::build(&Snapshot::default(), Validation::LENIENT, &services, |b| {
-            b.add_config(&doc)
-        })
+        crate::registry::build(
+            &Snapshot::default(),
+            Validation::LENIENT,
+            &services,
+            true,
+            |b| b.add_config(&doc),
+        )
         .map(|change| change.snap)
         .unwrap_or_else(|e| panic!("{e}"))
     }

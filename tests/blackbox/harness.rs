@@ -1,6 +1,6 @@
 //! Starting the proxy and talking to its API.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -420,4 +420,50 @@ pub fn wasm_destination(proxy: &Proxy, listener: &str, plugin_use: Value) -> Soc
             "rules": [{"action": {"route": {"destination": {"name": format!("{listener}-plugin"), "spec": spec}}}}]}}),
     );
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Sends `request` as written (any header, any garbage) and reads the whole answer
+/// (the server closes, or `Content-Length` says where it ends): the status and the
+/// JSON body.
+pub fn raw_request(api: &str, request: &[u8]) -> (u16, Value) {
+    let addr = api.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request).unwrap();
+    read_answer(&mut s)
+}
+
+pub fn read_answer(s: &mut TcpStream) -> (u16, Value) {
+    let mut reader = BufReader::new(s);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("an answer");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+    let mut length = 0;
+    let mut content_type = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().unwrap(),
+            "content-type" => content_type = value.trim().to_owned(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{status}: content type {content_type:?}, body {:?}",
+        String::from_utf8_lossy(&body)
+    );
+    (status, serde_json::from_slice(&body).unwrap())
 }

@@ -8,6 +8,7 @@ mod af_packet;
 mod http;
 
 mod api;
+mod auth;
 mod cli;
 mod compat;
 mod hardening;

@@ -73,7 +73,7 @@ fn uploads_are_checked_against_the_worlds() {
     let mut raw = std::net::TcpStream::connect(proxy.api.trim_start_matches("http://")).unwrap();
     write!(
         raw,
-        "POST /api/v1/plugins?name=big&version=1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\n\r\n",
+        "POST /api/v1/plugins?name=big&version=1 HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\n\r\n",
         33 << 20
     )
     .unwrap();

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Extension, Path, Query as QueryParams, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::auth::Caller;
 use super::body::{ApiResult, Document, Query, created, json_response, ok, reply};
 use crate::model::config::CONFIG_SECTIONS;
 use crate::model::inline::Builder;
@@ -110,7 +111,11 @@ pub async fn get_config(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
     reply(&q, &doc)
 }
 
-pub async fn post_config(State(proxy): Proxied, doc: Document) -> ApiResult {
+pub async fn post_config(
+    State(proxy): Proxied,
+    Extension(caller): Extension<Caller>,
+    doc: Document,
+) -> ApiResult {
     let doc = doc.unwrap_as("config")?;
     // Unlike a config file, a posted config replaces a running one: a misdirected
     // body (say `{"listener": ...}` meant for /listeners) must not empty the proxy.
@@ -123,7 +128,7 @@ pub async fn post_config(State(proxy): Proxied, doc: Document) -> ApiResult {
         ))
         .into());
     }
-    let warnings = proxy.load_config(doc).await?;
+    let warnings = proxy.load_config(caller.host_access(), doc).await?;
     ok(&warnings)
 }
 
@@ -151,13 +156,14 @@ pub async fn list_objects(
 
 pub async fn post_object(
     State(proxy): Proxied,
+    Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
     doc: Document,
 ) -> ApiResult {
     let kind = kind(&collection)?;
     let value = doc.unwrap_as(kind.singular())?;
     let created_objects = proxy
-        .add(move |b| {
+        .add(caller.host_access(), move |b| {
             match kind {
                 Kind::Listener => b.add_listener(&value)?,
                 Kind::Cluster => b.add_cluster(&value, None)?,
@@ -196,12 +202,15 @@ pub async fn get_object(
 
 pub async fn put_object(
     State(proxy): Proxied,
+    Extension(caller): Extension<Caller>,
     Path((collection, name)): Path<(String, String)>,
     doc: Document,
 ) -> ApiResult {
     let kind = kind(&collection)?;
     let value = doc.unwrap_as(kind.singular())?;
-    let warnings = proxy.replace(kind, &name, value).await?;
+    let warnings = proxy
+        .replace(caller.host_access(), kind, &name, value)
+        .await?;
     ok(&warnings)
 }
 
@@ -259,12 +268,15 @@ pub async fn list_endpoints(
 
 pub async fn post_endpoint(
     State(proxy): Proxied,
+    Extension(caller): Extension<Caller>,
     Path(cluster): Path<String>,
     doc: Document,
 ) -> ApiResult {
     let value = doc.unwrap_as("endpoint")?;
     let names = proxy
-        .add(move |b| b.add_endpoint(&cluster, &value).map(drop))
+        .add(caller.host_access(), move |b| {
+            b.add_endpoint(&cluster, &value).map(drop)
+        })
         .await?;
     created(&names)
 }
@@ -322,6 +334,7 @@ fn with_rules(rl: &RuleList, rules: Vec<String>) -> Arc<RuleList> {
 
 pub async fn post_rule_at(
     State(proxy): Proxied,
+    Extension(caller): Extension<Caller>,
     Path((name, pos)): Path<(String, String)>,
     doc: Document,
 ) -> ApiResult {
@@ -331,7 +344,7 @@ pub async fn post_rule_at(
         other => Document(other).unwrap_as("rule")?,
     };
     let created_objects = proxy
-        .add(move |b: &mut Builder| {
+        .add(caller.host_access(), move |b: &mut Builder| {
             let rl =
                 b.snap.rulelists.get(&name).cloned().ok_or_else(|| {
                     ConfigError::not_found(format!("rulelist '{name}' not found"))
@@ -351,6 +364,7 @@ pub async fn post_rule_at(
 
 pub async fn delete_rule_at(
     State(proxy): Proxied,
+    Extension(caller): Extension<Caller>,
     Path((name, pos)): Path<(String, String)>,
     QueryParams(q): Q,
 ) -> ApiResult {
@@ -358,7 +372,7 @@ pub async fn delete_rule_at(
     let at = position(&rl, &pos, false)?;
     let rule = rl.rules[at].clone();
     proxy
-        .add(move |b: &mut Builder| {
+        .add(caller.host_access(), move |b: &mut Builder| {
             let mut rules = rl.rules.clone();
             rules.remove(at);
             b.snap

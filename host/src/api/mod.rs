@@ -1,6 +1,7 @@
 //! The REST API (`/api/v1`, l7mp's paths and verbs plus `POST /config` and `PUT`) and
 //! the Prometheus exposition at `/metrics`.
 
+pub mod auth;
 mod body;
 mod handlers;
 pub mod openapi;
@@ -56,6 +57,10 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             proxy.clone(),
+            auth::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            proxy.clone(),
             access_log,
         ))
         .with_state(proxy)
@@ -97,7 +102,8 @@ async fn json_errors(
 }
 
 /// One line per API request in `admin.access_log_path`, when it is set: time (Unix
-/// seconds), method, path, status, milliseconds.
+/// seconds), who (the token's name, `-` without one), method, path, status,
+/// milliseconds. Refusals are in it too (and in the log).
 async fn access_log(
     axum::extract::State(proxy): axum::extract::State<Arc<Proxy>>,
     req: axum::extract::Request,
@@ -115,8 +121,13 @@ async fn access_log(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    let who = resp
+        .extensions()
+        .get::<auth::Caller>()
+        .map_or("-", auth::Caller::who)
+        .to_owned();
     let line = format!(
-        "{:.3} {method} {uri} {} {:.3}ms\n",
+        "{:.3} {who} {method} {uri} {} {:.3}ms\n",
         now.as_secs_f64(),
         resp.status().as_u16(),
         start.elapsed().as_secs_f64() * 1000.0

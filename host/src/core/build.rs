@@ -147,6 +147,8 @@ pub trait PluginCatalog: Sync {
     /// Compiles a config file's `plugins[]` entry and holds it until the change
     /// commits.
     fn stage(&self, entry: &Value, validation: Validation) -> Result<()>;
+    /// Whether plugins of this change may be granted host resources.
+    fn host_access(&self) -> bool;
     /// Builds a `{plugin: NAME, config}` predicate operator.
     fn matcher(&self, spec: &Value) -> Result<Arc<dyn Matcher>>;
     /// Builds a `Wasm` cluster (`{plugin, config, ...}`).
@@ -168,9 +170,25 @@ pub struct BuildContext<'a> {
     pub plugins: &'a dyn PluginCatalog,
     /// Where stages that count (the `Metric` transform) count.
     pub metrics: &'a Metrics,
+    /// The change may create what reaches the host (commands, descriptors, files,
+    /// raw interfaces, plugin grants): the static config, or an API caller with the
+    /// admin role.
+    pub host_access: bool,
 }
 
 impl BuildContext<'_> {
+    /// Refuses `what` (e.g. "STDIO-fork runs commands") unless the change may reach
+    /// the host.
+    pub fn reach_host(&self, what: &str) -> Result<()> {
+        if self.host_access {
+            Ok(())
+        } else {
+            Err(super::ConfigError::forbidden(format!(
+                "{what} on the host: only the admin role may create it"
+            )))
+        }
+    }
+
     /// Parses a spec into its typed form, `what` naming it in errors.
     pub fn parse<T: DeserializeOwned>(&self, spec: &Value, what: &str) -> Result<T> {
         typed(spec, what, self.validation)

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     TooLarge,
     /// A body that did not arrive in time.
     Timeout,
+    /// The caller may not do it (its role, or what the object would reach).
+    Forbidden,
     /// The proxy cannot do it now (shutting down).
     Unavailable,
     /// A fault of the proxy's own.
@@ -51,6 +53,9 @@ impl ConfigError {
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)

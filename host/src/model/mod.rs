@@ -2,6 +2,7 @@
 //! each other by name. A [`Snapshot`] is one consistent configuration; changes build a
 //! new snapshot and swap it in whole (the proxy does, at the composition root).
 
+pub mod auth;
 pub mod config;
 pub mod inline;
 pub mod objects;

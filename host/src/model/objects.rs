@@ -15,6 +15,7 @@ use crate::json::Predicate;
 use crate::json::pointer::Pointer;
 pub use crate::lb::LoadBalancerSpec;
 use crate::lb::{Balancer, Member};
+use crate::model::auth::AuthSettings;
 
 /// Proxy-wide settings.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -61,6 +62,14 @@ pub struct Admin {
         deserialize_with = "bounds::max_functions"
     )]
     pub plugin_max_functions: u32,
+    /// Bearer tokens and their roles; none: the API takes no credentials and listens
+    /// on loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSettings>,
+    /// Host names (beside addresses and `localhost`) requests may name in `Host`, and
+    /// browser origins may come from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
 }
 
 fn default_max_functions() -> u32 {
@@ -109,6 +118,8 @@ impl Default for Admin {
             fd_reserve: default_fd_reserve(),
             plugin_memory_mb: None,
             plugin_max_functions: default_max_functions(),
+            auth: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

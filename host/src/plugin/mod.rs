@@ -228,13 +228,16 @@ struct FileEntry {
 /// was). Objects of the change may name them as if they were loaded.
 pub struct Staging {
     host: Arc<PluginHost>,
+    host_access: bool,
     staged: Mutex<Vec<PluginVersion>>,
 }
 
 impl Staging {
-    pub fn new(host: Arc<PluginHost>) -> Staging {
+    /// `host_access`: the change may grant plugins host resources.
+    pub fn new(host: Arc<PluginHost>, host_access: bool) -> Staging {
         Staging {
             host,
+            host_access,
             staged: Mutex::default(),
         }
     }
@@ -299,6 +302,10 @@ impl PluginCatalog for Staging {
         rt.plugins.check(&compiled).map_err(context)?;
         self.staged().push(compiled);
         Ok(())
+    }
+
+    fn host_access(&self) -> bool {
+        self.host_access
     }
 
     fn matcher(&self, spec: &serde_json::Value) -> crate::core::Result<Arc<dyn Matcher>> {

@@ -213,8 +213,14 @@ impl ClusterProtocol for PacketSpec {
 pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &[],
-    listener: Some(typed_listener::<PacketSpec>),
-    cluster: Some(typed_cluster::<PacketSpec>),
+    listener: Some(|spec, cx| {
+        cx.reach_host("AF_PACKET takes a raw interface")?;
+        typed_listener::<PacketSpec>(spec, cx)
+    }),
+    cluster: Some(|spec, cx| {
+        cx.reach_host("AF_PACKET takes a raw interface")?;
+        typed_cluster::<PacketSpec>(spec, cx)
+    }),
     listener_schema: Some(crate::core::build::schema::<PacketSpec>),
     cluster_schema: Some(crate::core::build::schema::<PacketSpec>),
     carries: Protocol::CARRIES_NOTHING,

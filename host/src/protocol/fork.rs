@@ -108,6 +108,7 @@ pub const PROTOCOL: Protocol = Protocol {
     aliases: &[],
     listener: None,
     cluster: Some(|spec, cx| {
+        cx.reach_host("STDIO-fork runs commands")?;
         let fork: ForkCluster = cx.parse(spec, "spec")?;
         fork.validate().map_err(crate::core::ConfigError::invalid)?;
         Ok(std::sync::Arc::new(fork))

@@ -380,12 +380,13 @@ mod tests {
     #[tokio::test]
     async fn the_handshake_layer_wraps_the_transports_sink() {
         let services = crate::services::Services::new(None);
-        let plugins = crate::plugin::Staging::new(services.plugins.clone());
+        let plugins = crate::plugin::Staging::new(services.plugins.clone(), true);
         let cx = BuildContext {
             validation: Validation::LENIENT,
             protocols: &REGISTRY,
             plugins: &plugins,
             metrics: &services.metrics,
+            host_access: true,
         };
         let spec = json!({"protocol": "JSONSocket",
             "transport": {"protocol": "TCP", "port": 0, "address": "127.0.0.1"}});

@@ -277,6 +277,7 @@ pub const PROTOCOL: Protocol = Protocol {
 };
 
 fn pipe_spec(spec: &serde_json::Value, cx: &BuildContext<'_>) -> crate::core::Result<PipeSpec> {
+    cx.reach_host("PIPE reads and writes descriptors and files")?;
     let pipe: PipeSpec = cx.parse(spec, "spec")?;
     pipe.validate()
         .map_err(|e| crate::core::ConfigError::invalid(format!("spec: {e}")))?;

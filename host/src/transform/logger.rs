@@ -2,7 +2,7 @@
 //! `log_prefix` and the session name, to `log_file` (`stdout`, `stderr` or a path;
 //! the proxy's log when unset).
 
-use crate::core::build::{Protocol, typed_cluster};
+use crate::core::build::Protocol;
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -99,7 +99,17 @@ pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &[],
     listener: None,
-    cluster: Some(typed_cluster::<LoggerSpec>),
+    cluster: Some(|spec, cx| {
+        let logger: LoggerSpec = cx.parse(spec, "spec")?;
+        if logger
+            .log_file
+            .as_deref()
+            .is_some_and(|f| !matches!(f, "" | "-" | "stdout" | "stderr"))
+        {
+            cx.reach_host("a Logger with a log_file writes a file")?;
+        }
+        Ok(std::sync::Arc::new(logger))
+    }),
     listener_schema: None,
     cluster_schema: Some(crate::core::build::schema::<LoggerSpec>),
     carries: Protocol::CARRIES_NOTHING,

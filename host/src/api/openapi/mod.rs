@@ -42,8 +42,17 @@ const BODY_TYPES: [&str; 8] = [
 ];
 
 /// The errors any operation may answer, each as an [`ErrorBody`].
-const ERRORS: [(&str, &str); 8] = [
+const ERRORS: [(&str, &str); 10] = [
     ("400", "The body, a query parameter or a path is malformed."),
+    (
+        "401",
+        "admin.auth lists tokens and the request has no valid bearer token.",
+    ),
+    (
+        "403",
+        "The token's role may not do this, the object would reach the host without the \
+         admin role, or Host or Origin does not name this API.",
+    ),
     (
         "404",
         "No object, session, plugin or position by that name.",
