@@ -53,6 +53,11 @@ struct Cli {
     /// with `--admin 127.0.0.1:0` the kernel picks a free port and this says which.
     #[arg(long = "admin-address-file", value_name = "FILE")]
     admin_address_file: Option<std::path::PathBuf>,
+    /// Let API callers without a token (the API is on loopback then) create what
+    /// reaches the host: commands, descriptors, files, raw interfaces, plugin grants.
+    /// The same as `admin.api_host_access: true` in the config.
+    #[arg(long = "api-host-access")]
+    api_host_access: bool,
     /// Serve the API beyond loopback without authentication (anyone who reaches it
     /// can run commands as this user): only for a network nobody else is on.
     #[arg(long = "admin-insecure")]
@@ -167,6 +172,16 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => fail(format!("{source}: {e}")),
         };
     }
+    if cli.api_host_access
+        && let Some(fields) = doc.as_object_mut()
+    {
+        let admin = fields
+            .entry("admin")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(admin) = admin.as_object_mut() {
+            admin.insert("api_host_access".into(), Value::Bool(true));
+        }
+    }
     let proxy = proxy::Proxy::new(cli.validation(), services);
     // HTTP listeners whose rules route to the controller serve this API.
     proxy.engine.serve_api(api::router(proxy.clone()));
@@ -175,7 +190,7 @@ async fn run(cli: Cli) -> ExitCode {
     }
     if let Some(level) = &cli.log_level
         && let Err(e) = proxy
-            .update_admin(&serde_json::json!({ "log_level": level }))
+            .update_admin(true, &serde_json::json!({ "log_level": level }))
             .await
     {
         return fail(format!("-l: {e}"));

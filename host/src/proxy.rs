@@ -296,6 +296,7 @@ impl Proxy {
         })
         .await?;
         let warnings = change.warnings.clone();
+        host_reaching(host_access, &current.admin, &change.snap.admin)?;
         // Logging settings first: a log file that cannot be opened stops the load
         // before any listener is touched.
         self.apply_admin(&change.snap.admin)
@@ -341,7 +342,7 @@ impl Proxy {
 
     /// `POST /api/v1/admin`: merges the given settings; answers the unknown fields it
     /// accepted.
-    pub async fn update_admin(&self, value: &Value) -> Result<Vec<String>> {
+    pub async fn update_admin(&self, host_access: bool, value: &Value) -> Result<Vec<String>> {
         let _guard = self.write.lock().await;
         let current = self.snapshot();
         let mut merged = serde_json::to_value(&current.admin).unwrap_or_default();
@@ -360,6 +361,7 @@ impl Proxy {
         let warnings = take_unknown_fields();
         let admin = parsed?;
         admin.validate().map_err(ConfigError::invalid)?;
+        host_reaching(host_access, &current.admin, &admin)?;
         self.apply_admin(&admin).map_err(ConfigError::invalid)?;
         let mut next = (*current).clone();
         next.admin = admin;
@@ -394,6 +396,19 @@ pub async fn off_workers<T: Send + 'static>(
 /// spec, and the same options (a UDP listener reads its mode from them when it binds).
 fn same_binding(old: &crate::model::Listener, new: &crate::model::Listener) -> bool {
     old.spec == new.spec && old.options == new.options
+}
+
+/// Refuses admin settings that reach the host when the caller may not.
+fn host_reaching(host_access: bool, current: &Admin, next: &Admin) -> Result<()> {
+    let changed = current.host_reaching_changes(next);
+    if host_access || changed.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::forbidden(format!(
+        "admin.{} reaches the host: {}",
+        changed.join(", admin."),
+        crate::core::build::HOST_ACCESS.replace("create", "change")
+    )))
 }
 
 /// Keys of `GET /api/v1/admin` that report state rather than settings.

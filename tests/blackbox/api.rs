@@ -285,7 +285,7 @@ fn admin_changes_the_log_level_at_run_time() {
 /// proxy keeps serving.
 #[test]
 fn hostile_requests_get_4xx_and_never_take_the_proxy_down() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     let port = free_tcp_port();
     proxy.create("/api/v1/listeners", listener("keep", port));
     let bodies = [
@@ -349,7 +349,7 @@ fn hostile_requests_get_4xx_and_never_take_the_proxy_down() {
 
 #[test]
 fn access_log_records_api_requests() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     let log = std::env::temp_dir().join(format!("l7mp-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let (status, body) = proxy.post(

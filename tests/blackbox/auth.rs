@@ -269,3 +269,59 @@ fn web_pages_cannot_reach_the_api() {
     .unwrap();
     assert_eq!(read_answer(&mut s).0, 415);
 }
+
+/// Without tokens the API is on loopback, and its callers may do everything except
+/// reach the host: a web page or another local user's script cannot run commands,
+/// read descriptors, write files or grant plugins the host's directories.
+#[test]
+fn without_tokens_nothing_reaches_the_host_unless_the_static_config_allows_it() {
+    let proxy = Proxy::start();
+    let port = free_tcp_port();
+    let fork =
+        json!({"cluster": {"name": "cmd", "spec": {"protocol": "STDIO-fork", "command": ["id"]}}});
+    let (status, body) = proxy.post("/api/v1/clusters", fork.clone());
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("api_host_access"),
+        "{body}"
+    );
+    let logger = json!({"cluster": {"name": "log", "spec": {"protocol": "Logger", "log_file": "/tmp/l7mp-evil.log"}}});
+    assert_eq!(proxy.post("/api/v1/clusters", logger).0, 403);
+    let pipe = json!({"listener": {"name": "p", "spec": {"protocol": "PIPE", "read": "/etc/passwd"}, "rules": []}});
+    assert_eq!(proxy.post("/api/v1/listeners", pipe).0, 403);
+    // Nor may it grant itself the right, or point the logs at a file.
+    let (status, body) = proxy.post("/api/v1/admin", json!({"admin": {"api_host_access": true}}));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        proxy
+            .post(
+                "/api/v1/admin",
+                json!({"admin": {"log_file": "/tmp/l7mp-evil.log"}})
+            )
+            .0,
+        403
+    );
+    let (status, body) = proxy.post(
+        "/api/v1/config",
+        json!({"admin": {"api_host_access": true}}),
+    );
+    assert_eq!(status, 403, "{body}");
+    // What does not reach the host works as before.
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "echo", "spec": {"protocol": "TCP", "port": port, "address": "127.0.0.1"},
+            "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "Echo"}}}}}]}}),
+    );
+    assert_eq!(
+        proxy
+            .post("/api/v1/admin", json!({"admin": {"log_level": "warn"}}))
+            .0,
+        200
+    );
+    // The operator's own switch.
+    let trusted = Proxy::start_trusted();
+    assert_eq!(trusted.post("/api/v1/clusters", fork).0, 200);
+}

@@ -25,7 +25,7 @@ fn assert_error(answer: (u16, Value), status: u16, needle: &str) {
 
 #[test]
 fn inputs_that_used_to_panic_are_422s_naming_the_field() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     let port = free_udp_port();
     proxy.create("/api/v1/listeners", echo_listener("keep", port));
     // A PUT with a wrapped non-object panicked in the handler.
@@ -485,7 +485,7 @@ fn inheritable_pipe() -> (i32, i32) {
 fn pipe_descriptors_are_inherited_pipes_duplicated_per_session() {
     use std::os::fd::FromRawFd;
     let (read_end, write_end) = inheritable_pipe();
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     // SAFETY: the test's own descriptors, closed here once the proxy has its copies.
     unsafe { libc::close(write_end) };
     let _ = read_end;

@@ -101,6 +101,12 @@ impl Proxy {
         Self::start_with(&[])
     }
 
+    /// The proxy whose unauthenticated API may create what reaches the host
+    /// (`--api-host-access`): for tests of commands, pipes, files and grants.
+    pub fn start_trusted() -> Proxy {
+        Self::start_with(&["--api-host-access"])
+    }
+
     pub fn start_with(args: &[&str]) -> Proxy {
         Self::spawn(args, false)
     }

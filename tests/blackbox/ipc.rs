@@ -74,7 +74,7 @@ fn unix_datagram_listener_and_cluster_keep_boundaries() {
 
 #[test]
 fn pipe_cluster_talks_through_fifos_and_reports_missing_ones() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     let dir = temp_dir("fifo");
     let (to_worker, from_worker) = (dir.join("to-worker"), dir.join("from-worker"));
     mkfifo(&to_worker);
@@ -126,7 +126,7 @@ fn pipe_cluster_talks_through_fifos_and_reports_missing_ones() {
 
 #[test]
 fn stdio_fork_runs_a_child_per_session_and_reports_its_exit() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     let port = free_tcp_port();
     proxy.create(
         "/api/v1/listeners",

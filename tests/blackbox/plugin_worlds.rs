@@ -317,7 +317,7 @@ fn hostile_plugins_end_only_what_they_serve() {
 
 #[test]
 fn plugins_reach_no_peer_unless_granted() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     proxy.load_plugin("rewrite", "rewrite");
     // A peer that tells every connection a banner.
     let banner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -361,7 +361,7 @@ fn plugins_reach_no_peer_unless_granted() {
 
 #[test]
 fn plugins_see_no_files_unless_granted() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     proxy.load_plugin("rewrite", "rewrite");
     let dir = std::env::temp_dir().join(format!("l7mp-grant-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

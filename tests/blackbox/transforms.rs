@@ -45,7 +45,7 @@ fn stdio_cluster_bridges_a_tcp_client_and_the_proxy_stdio() {
 
 #[test]
 fn discard_swallows_and_logger_logs_while_passing_through() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_trusted();
     let log = std::env::temp_dir().join(format!("l7mp-logger-bb-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let port = free_udp_port();

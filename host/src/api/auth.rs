@@ -23,14 +23,14 @@ pub struct Caller {
     /// The token's name; `None` when the API takes no credentials.
     pub name: Option<String>,
     pub role: Role,
+    /// May create what reaches the host: the admin role, or with no tokens configured
+    /// only when the static config says `admin.api_host_access: true`.
+    host_access: bool,
 }
 
 impl Caller {
-    /// Whether the caller may create what reaches the host. With no tokens configured
-    /// the API only listens on loopback (see `main.rs`), and its callers are trusted
-    /// as they were.
     pub fn host_access(&self) -> bool {
-        self.role == Role::Admin
+        self.host_access
     }
 
     pub fn who(&self) -> &str {
@@ -143,9 +143,12 @@ pub async fn guard(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next
     let tokens = proxy.tokens();
     let path = req.uri().path().to_owned();
     let caller = if tokens.is_empty() {
+        // Loopback only (see `main.rs`): its callers may do everything but reach the
+        // host, unless the static config allows that too.
         Caller {
             name: None,
             role: Role::Admin,
+            host_access: admin.api_host_access,
         }
     } else if admin.auth.as_ref().is_some_and(|a| a.public_metrics)
         && req.method() == Method::GET
@@ -154,6 +157,7 @@ pub async fn guard(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next
         Caller {
             name: None,
             role: Role::Reader,
+            host_access: false,
         }
     } else {
         match bearer(req.headers()).map(|secret| holder(&tokens, secret)) {
@@ -174,6 +178,7 @@ pub async fn guard(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next
             Some(Some(t)) => Caller {
                 name: Some(t.name.clone()),
                 role: t.role,
+                host_access: t.role == Role::Admin,
             },
         }
     };

@@ -136,9 +136,13 @@ pub async fn get_admin(State(proxy): Proxied, QueryParams(q): Q) -> ApiResult {
     reply(&q, &admin_view(&proxy))
 }
 
-pub async fn post_admin(State(proxy): Proxied, doc: Document) -> ApiResult {
+pub async fn post_admin(
+    State(proxy): Proxied,
+    Extension(caller): Extension<Caller>,
+    doc: Document,
+) -> ApiResult {
     let admin = doc.unwrap_as("admin")?;
-    let warnings = proxy.update_admin(&admin).await?;
+    let warnings = proxy.update_admin(caller.host_access(), &admin).await?;
     ok(&warnings)
 }
 

@@ -162,6 +162,9 @@ pub trait PluginCatalog: Sync {
     ) -> Result<Arc<dyn ListenerProtocol>>;
 }
 
+/// Who may create what reaches the host, for refusals to say.
+pub const HOST_ACCESS: &str = "only the admin role may create it (with no admin.auth tokens: only when the static config sets admin.api_host_access: true)";
+
 /// What every build gets.
 #[derive(Clone, Copy)]
 pub struct BuildContext<'a> {
@@ -184,7 +187,8 @@ impl BuildContext<'_> {
             Ok(())
         } else {
             Err(super::ConfigError::forbidden(format!(
-                "{what} on the host: only the admin role may create it"
+                "{what} on the host: {}",
+                HOST_ACCESS
             )))
         }
     }

@@ -70,6 +70,11 @@ pub struct Admin {
     /// browser origins may come from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
+    /// Without `auth`, API callers may create what reaches the host (commands,
+    /// descriptors, files, raw interfaces, plugin grants). Off by default; only the
+    /// static config (or `--api-host-access`) turns it on.
+    #[serde(default)]
+    pub api_host_access: bool,
 }
 
 fn default_max_functions() -> u32 {
@@ -91,6 +96,25 @@ fn default_offload() -> String {
 }
 
 impl Admin {
+    /// The settings that reach the host, named, where `other` differs from these: a
+    /// log file, an access log path, who may authenticate, and the host-access switch.
+    pub fn host_reaching_changes(&self, other: &Admin) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.log_file != other.log_file {
+            changed.push("log_file");
+        }
+        if self.access_log_path != other.access_log_path {
+            changed.push("access_log_path");
+        }
+        if self.auth != other.auth {
+            changed.push("auth");
+        }
+        if self.api_host_access != other.api_host_access {
+            changed.push("api_host_access");
+        }
+        changed
+    }
+
     /// Checks the settings a type cannot: the log level and the offload mode.
     pub fn validate(&self) -> Result<(), String> {
         crate::logging::parse_level(&self.log_level).map_err(|e| format!("admin: {e}"))?;
@@ -120,6 +144,7 @@ impl Default for Admin {
             plugin_max_functions: default_max_functions(),
             auth: None,
             allowed_hosts: Vec::new(),
+            api_host_access: false,
         }
     }
 }

@@ -195,7 +195,8 @@ impl PluginUse {
         let usage: PluginUse = crate::core::spec::typed(&rest, at, strict)?;
         if !usage.grants.is_empty() && !plugins.host_access() {
             return Err(crate::core::ConfigError::forbidden(format!(
-                "{at}: grants give a plugin host resources: only the admin role may give them"
+                "{at}: grants give a plugin host resources: {}",
+                crate::core::build::HOST_ACCESS
             )));
         }
         plugins
