@@ -183,6 +183,9 @@ async fn run(cli: Cli) -> ExitCode {
         }
     }
     let proxy = proxy::Proxy::new(cli.validation(), services);
+    if cli.admin_insecure {
+        proxy.allow_insecure_api();
+    }
     // HTTP listeners whose rules route to the controller serve this API.
     proxy.engine.serve_api(api::router(proxy.clone()));
     if let Err(e) = proxy.load_config(true, doc).await {

@@ -3,6 +3,7 @@
 //! the snapshot in whole, or changes nothing and says why.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -30,6 +31,8 @@ pub struct Proxy {
     pub services: Services,
     /// `admin.auth`'s tokens, resolved when the settings were applied.
     tokens: ArcSwap<Vec<Token>>,
+    /// `--admin-insecure`: the API may be served beyond loopback without tokens.
+    insecure: AtomicBool,
     /// The command line's `-s` and `--reject-unknown-fields`, whatever the admin
     /// settings say.
     flags: Validation,
@@ -48,6 +51,7 @@ impl Proxy {
             ),
             services,
             tokens: ArcSwap::from_pointee(Vec::new()),
+            insecure: AtomicBool::new(false),
             config,
             write: tokio::sync::Mutex::new(()),
             listeners: Mutex::default(),
@@ -86,14 +90,37 @@ impl Proxy {
             sink: self.engine.sink(name),
             options: listener.options.clone(),
         };
-        listener.protocol.start(cx).await.map_err(|e| {
+        let task = listener.protocol.start(cx).await.map_err(|e| {
             let kind = if e.kind() == std::io::ErrorKind::AddrInUse {
                 ErrorKind::Conflict
             } else {
                 ErrorKind::Invalid
             };
             ConfigError::new(kind, format!("listener '{name}': cannot start: {e}"))
-        })
+        })?;
+        // A listener that serves the API is the API: beyond loopback it needs tokens.
+        let exposed = task
+            .local_addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        let serves_api = crate::routing::reaches(snap, name, |c| c.protocol.serves_api());
+        if exposed
+            && serves_api
+            && self.tokens().is_empty()
+            && !self.insecure.load(Ordering::Relaxed)
+        {
+            task.stop().await;
+            return Err(ConfigError::forbidden(format!(
+                "listener '{name}' would serve the API on {} without authentication: bind it to 127.0.0.1, or configure admin.auth.tokens (or start with --admin-insecure)",
+                listener_addr(&snap.listeners[name].spec)
+            )));
+        }
+        Ok(task)
+    }
+
+    /// Lets the API be served beyond loopback without tokens (`--admin-insecure`).
+    pub fn allow_insecure_api(&self) {
+        self.insecure.store(true, Ordering::Relaxed);
     }
 
     /// Adds objects: `build` fills a working copy (off the I/O workers: building
@@ -396,6 +423,16 @@ pub async fn off_workers<T: Send + 'static>(
 /// spec, and the same options (a UDP listener reads its mode from them when it binds).
 fn same_binding(old: &crate::model::Listener, new: &crate::model::Listener) -> bool {
     old.spec == new.spec && old.options == new.options
+}
+
+/// Where a listener's spec says it binds, for messages.
+fn listener_addr(spec: &Value) -> String {
+    let address = spec
+        .get("address")
+        .and_then(Value::as_str)
+        .unwrap_or("0.0.0.0");
+    let port = spec.get("port").and_then(Value::as_u64).unwrap_or_default();
+    format!("{address}:{port}")
 }
 
 /// Refuses admin settings that reach the host when the caller may not.

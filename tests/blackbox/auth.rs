@@ -325,3 +325,36 @@ fn without_tokens_nothing_reaches_the_host_unless_the_static_config_allows_it() 
     let trusted = Proxy::start_trusted();
     assert_eq!(trusted.post("/api/v1/clusters", fork).0, 200);
 }
+
+/// An HTTP listener whose rules route to the controller serves the API: beyond
+/// loopback it needs tokens too.
+#[test]
+fn a_listener_serving_the_api_beyond_loopback_needs_authentication() {
+    let proxy = Proxy::start();
+    let controller = |name: &str, address: &str| {
+        json!({"listener": {"name": name, "spec": {"protocol": "HTTP", "port": free_tcp_port(), "address": address},
+            "rules": [{"action": {"route": {"destination": {"spec": {"protocol": "L7mpController"}}}}}]}})
+    };
+    let (status, body) = proxy.post("/api/v1/listeners", controller("open", "0.0.0.0"));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("without authentication"),
+        "{body}"
+    );
+    assert_eq!(
+        proxy.get("/api/v1/listeners/open").0,
+        404,
+        "nothing of it stays"
+    );
+    proxy.create("/api/v1/listeners", controller("local", "127.0.0.1"));
+    let insecure = Proxy::start_with(&["--admin-insecure"]);
+    assert_eq!(
+        insecure
+            .post("/api/v1/listeners", controller("open", "0.0.0.0"))
+            .0,
+        200
+    );
+}

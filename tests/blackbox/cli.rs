@@ -120,7 +120,7 @@ admin:
   access_log_path: /tmp/admin_access.log
 listeners:
   - name: controller-listener
-    spec: {{ protocol: HTTP, port: {api} }}
+    spec: {{ protocol: HTTP, port: {api}, address: 127.0.0.1 }}
     rules:
       - action:
           route:

@@ -167,7 +167,7 @@ fn http_listener_serves_the_api_and_websocket_upgrades_on_the_same_port() {
     let port = free_tcp_port();
     proxy.create(
         "/api/v1/listeners",
-        json!({"listener": {"name": "gateway", "spec": {"protocol": "HTTP", "port": port},
+        json!({"listener": {"name": "gateway", "spec": {"protocol": "HTTP", "port": port, "address": "127.0.0.1"},
             "rules": [
                 {"match": {"op": "or", "apply": [
                     {"op": "starts", "path": "/HTTP/url/path", "value": "/api/"},
