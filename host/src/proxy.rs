@@ -103,17 +103,17 @@ impl Proxy {
             .local_addr
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| !a.ip().is_loopback());
-        let serves_api = crate::routing::reaches(snap, name, |c| c.protocol.serves_api());
         if exposed
-            && serves_api
             && self.tokens().is_empty()
             && !self.insecure.load(Ordering::Relaxed)
+            && crate::routing::reaches(snap, name, |c| c.protocol.serves_api())
         {
-            task.stop().await;
-            return Err(ConfigError::forbidden(format!(
+            let message = format!(
                 "listener '{name}' would serve the API on {} without authentication: bind it to 127.0.0.1, or configure admin.auth.tokens (or start with --admin-insecure)",
-                listener_addr(&snap.listeners[name].spec)
-            )));
+                task.local_addr
+            );
+            task.stop().await;
+            return Err(ConfigError::forbidden(message));
         }
         Ok(task)
     }
@@ -423,16 +423,6 @@ pub async fn off_workers<T: Send + 'static>(
 /// spec, and the same options (a UDP listener reads its mode from them when it binds).
 fn same_binding(old: &crate::model::Listener, new: &crate::model::Listener) -> bool {
     old.spec == new.spec && old.options == new.options
-}
-
-/// Where a listener's spec says it binds, for messages.
-fn listener_addr(spec: &Value) -> String {
-    let address = spec
-        .get("address")
-        .and_then(Value::as_str)
-        .unwrap_or("0.0.0.0");
-    let port = spec.get("port").and_then(Value::as_u64).unwrap_or_default();
-    format!("{address}:{port}")
 }
 
 /// Refuses admin settings that reach the host when the caller may not.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::body::{ErrorBody, json_response};
@@ -38,38 +38,25 @@ impl Caller {
     }
 }
 
-fn refuse(status: StatusCode, message: String) -> Response {
-    let mut resp = json_response(
-        status,
-        &ErrorBody {
-            status: status.as_u16(),
-            message,
-        },
-    );
-    if status == StatusCode::UNAUTHORIZED
-        && let Ok(v) = header::HeaderValue::from_str("Bearer realm=\"l7mp\"")
-    {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+/// The host name of an authority (`host`, `host:port`, `[v6]:port`).
+fn hostname(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     }
-    resp
 }
 
-/// A hostname (no port) a request may name: an IP address (a DNS-rebinding page names
-/// its own domain, never an address), `localhost`, or one the settings allow.
+fn listed(name: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// A Host a request may name: an IP address (a DNS-rebinding page names its own
+/// domain, never an address), `localhost`, or one the settings allow.
 fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    let name = host
-        .trim_start_matches('[')
-        .split(']')
-        .next()
-        .unwrap_or(host);
-    let name = if host.starts_with('[') {
-        name
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
+    let name = hostname(host);
     name.parse::<IpAddr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")
-        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        || listed(name, allowed)
 }
 
 /// A browser's `Origin` is allowed when it is this API itself (same host and port as
@@ -78,11 +65,7 @@ fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool 
     let Some((_, rest)) = origin.split_once("://") else {
         return false;
     };
-    Some(rest) == host
-        || allowed.iter().any(|a| {
-            let name = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-            a.eq_ignore_ascii_case(name)
-        })
+    Some(rest) == host || listed(hostname(rest), allowed)
 }
 
 /// The role a request needs.
@@ -207,7 +190,20 @@ fn refused(req: &Request, status: StatusCode, message: String) -> Response {
         status = status.as_u16(),
         "API request refused: {message}"
     );
-    refuse(status, message).into_response()
+    let mut resp = json_response(
+        status,
+        &ErrorBody {
+            status: status.as_u16(),
+            message,
+        },
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"l7mp\""),
+        );
+    }
+    resp
 }
 
 #[cfg(test)]

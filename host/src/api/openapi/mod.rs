@@ -101,8 +101,8 @@ fn build() -> OpenApi {
 fn components() -> utoipa::openapi::Components {
     let mut schemas = Vec::new();
     fn add<T: ToSchema>(all: &mut Vec<(String, RefOr<Schema>)>) {
-        all.push((T::name().into_owned(), T::schema()));
-        T::schemas(all);
+        let own = crate::core::build::schema::<T>(all);
+        all.push((T::name().into_owned(), own));
     }
     add::<ErrorBody>(&mut schemas);
     add::<StatusBody>(&mut schemas);
