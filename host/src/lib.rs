@@ -24,4 +24,5 @@ pub mod registry;
 pub mod routing;
 pub mod services;
 pub mod session;
+pub mod tls;
 pub mod transform;

@@ -23,6 +23,7 @@ mod sctp;
 mod sdk;
 mod sessions;
 mod stream;
+mod tls;
 mod transforms;
 mod udp;
 mod websocket;

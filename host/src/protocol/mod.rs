@@ -7,6 +7,7 @@ pub mod http_conn;
 pub mod http_meta;
 pub mod json_header;
 pub mod net;
+pub mod secure;
 mod udp_batch;
 mod udp_server;
 

@@ -3,15 +3,21 @@
 
 use std::io;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::net::{self};
+use super::secure::{self, ServerTls};
 use super::{
     ClusterProtocol, Conn, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target,
+    net,
 };
-use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
+use crate::core::build::{BuildContext, Carries, Protocol};
+use crate::core::error::Result;
 use crate::core::stream::StreamSocket;
+use crate::tls::{self, ClientTlsSpec, Connector, ServerTlsSpec};
 
 pub const NAME: &str = "TCP";
 
@@ -20,13 +26,30 @@ pub struct TcpListenerSpec {
     port: u16,
     #[serde(default)]
     address: Option<String>,
+    /// Terminates TLS (`{cert, key, client_ca?, alpn?}`) or passes it through
+    /// (`{mode: passthrough}`), with the handshake in the `TLS` metadata.
+    #[serde(default)]
+    tls: Option<ServerTlsSpec>,
+}
+
+#[derive(Debug)]
+pub struct TcpListener {
+    spec: TcpListenerSpec,
+    tls: Option<ServerTls>,
+}
+
+fn listener(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>> {
+    let spec: TcpListenerSpec = cx.parse(spec, "spec")?;
+    let tls = secure::server(spec.tls.as_ref(), cx, &[], true)?;
+    Ok(Arc::new(TcpListener { spec, tls }))
 }
 
 #[async_trait]
-impl ListenerProtocol for TcpListenerSpec {
+impl ListenerProtocol for TcpListener {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
+        let listener = net::listen_tcp(self.spec.address.as_deref(), self.spec.port)?;
         let local = listener.local_addr()?;
+        let tls = self.tls.clone();
         let task = tokio::spawn(async move {
             loop {
                 let (stream, peer) = net::accept_tcp(&listener, &cx.name).await;
@@ -39,22 +62,77 @@ impl ListenerProtocol for TcpListenerSpec {
                     local
                 };
                 let metadata = net::metadata("TCP", dst, peer);
-                let conn =
-                    Conn::socket(StreamSocket::Tcp(stream), net::canonical(peer).to_string());
-                cx.accept(Incoming { metadata, conn });
+                let from = net::canonical(peer).to_string();
+                match &tls {
+                    None => cx.accept(Incoming {
+                        metadata,
+                        conn: Conn::socket(StreamSocket::Tcp(stream), from),
+                    }),
+                    // The handshake runs on its own, so a slow client holds up no other.
+                    Some(tls) => {
+                        tokio::spawn(secured(tls.clone(), cx.clone(), stream, metadata, from));
+                    }
+                }
             }
         });
         Ok(ListenerTask::new(local.to_string(), task))
     }
 }
 
-/// `port` and `bind`, as every socket cluster.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-pub struct TcpClusterSpec(net::SocketClusterSpec);
+/// Hands on a connection once its TLS is terminated, or its ClientHello read.
+async fn secured(
+    tls: ServerTls,
+    cx: ListenerContext,
+    stream: tokio::net::TcpStream,
+    mut metadata: Value,
+    from: String,
+) {
+    let conn = match tls {
+        ServerTls::Terminate(acceptor) => {
+            secure::accept(&acceptor, stream, &mut metadata, from.clone()).await
+        }
+        ServerTls::Passthrough => match tls::sni::client_hello(&stream).await {
+            Ok(hello) => {
+                metadata["TLS"] = hello;
+                Ok(Conn::socket(StreamSocket::Tcp(stream), from.clone()))
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match conn {
+        Ok(conn) => cx.accept(Incoming { metadata, conn }),
+        Err(e) => tracing::debug!(listener = %cx.name, peer = %from, "TLS: {e}"),
+    }
+}
+
+/// `port` and `bind`, as every socket cluster, and `tls` to originate TLS.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TcpClusterSpec {
+    /// The endpoints' port (an endpoint's own `spec.port` wins).
+    #[serde(default)]
+    port: Option<u16>,
+    /// Where the cluster's sockets bind.
+    #[serde(default)]
+    bind: Option<net::HostPort>,
+    /// Originates TLS to the endpoints (`{ca?, server_name?, cert?, key?, verify}`).
+    #[serde(default)]
+    tls: Option<ClientTlsSpec>,
+}
+
+#[derive(Debug)]
+pub struct TcpCluster {
+    spec: TcpClusterSpec,
+    tls: Option<Arc<Connector>>,
+}
+
+fn cluster(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>> {
+    let spec: TcpClusterSpec = cx.parse(spec, "spec")?;
+    let tls = secure::connector(spec.tls.as_ref(), cx)?;
+    Ok(Arc::new(TcpCluster { spec, tls }))
+}
 
 #[async_trait]
-impl ClusterProtocol for TcpClusterSpec {
+impl ClusterProtocol for TcpCluster {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -62,13 +140,13 @@ impl ClusterProtocol for TcpClusterSpec {
         true
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (host, port) = target.host_port(self.0.port)?;
-        let stream = net::connect_tcp(&host, port, self.0.bind.as_ref()).await?;
-        let remote = stream.peer_addr()?;
-        Ok(Stage::Conn(Conn::socket(
-            StreamSocket::Tcp(stream),
-            remote.to_string(),
-        )))
+        let (host, port) = target.host_port(self.spec.port)?;
+        let stream = net::connect_tcp(&host, port, self.spec.bind.as_ref()).await?;
+        let remote = stream.peer_addr()?.to_string();
+        Ok(Stage::Conn(match &self.tls {
+            None => Conn::socket(StreamSocket::Tcp(stream), remote),
+            Some(tls) => secure::connect(tls, &host, stream, remote).await?,
+        }))
     }
 }
 
@@ -76,10 +154,10 @@ impl ClusterProtocol for TcpClusterSpec {
 pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &[],
-    listener: Some(typed_listener::<TcpListenerSpec>),
-    cluster: Some(typed_cluster::<TcpClusterSpec>),
+    listener: Some(listener),
+    cluster: Some(cluster),
     listener_schema: Some(crate::core::build::schema::<TcpListenerSpec>),
-    cluster_schema: Some(crate::core::build::schema::<net::SocketClusterSpec>),
+    cluster_schema: Some(crate::core::build::schema::<TcpClusterSpec>),
     carries: Carries {
         codec: true,
         jsonsocket_listener: true,
@@ -99,9 +177,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_hands_each_connection_to_its_sink() {
-        let spec = TcpListenerSpec {
-            port: 0,
-            address: Some("127.0.0.1".into()),
+        let spec = TcpListener {
+            spec: TcpListenerSpec {
+                port: 0,
+                address: Some("127.0.0.1".into()),
+                tls: None,
+            },
+            tls: None,
         };
         let (cx, mut sessions) = testing::context("t");
         let task = spec.start(cx).await.unwrap();

@@ -1,0 +1,111 @@
+//! What the stream protocols share to speak TLS: building `spec.tls` into an
+//! acceptor or a connector (the files are host files: reading them takes host
+//! access), and turning a handshaken stream into a connection with its `TLS`
+//! metadata.
+
+use std::io;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::core::build::BuildContext;
+use crate::core::error::{ConfigError, Result};
+use crate::core::{Conn, stream};
+use crate::tls::{Acceptor, ClientTlsSpec, Connector, ReadsFiles, ServerTlsSpec, TlsMode};
+
+/// Refuses TLS files to a change that may not read host files.
+fn may_read(spec: &dyn ReadsFiles, cx: &BuildContext<'_>) -> Result<()> {
+    if spec.files().is_empty() {
+        Ok(())
+    } else {
+        cx.reach_host("spec.tls reads certificate and key files")
+    }
+}
+
+fn invalid(e: crate::tls::TlsError) -> ConfigError {
+    ConfigError::invalid(format!("spec.tls: {e}"))
+}
+
+/// What a listener does with `spec.tls`.
+#[derive(Debug, Clone)]
+pub enum ServerTls {
+    Terminate(Arc<Acceptor>),
+    Passthrough,
+}
+
+/// Builds a listener's `spec.tls`; `passthrough` says whether this protocol may pass
+/// TLS through (a byte stream may; HTTP and WebSocket must read what they carry).
+pub fn server(
+    spec: Option<&ServerTlsSpec>,
+    cx: &BuildContext<'_>,
+    default_alpn: &'static [&'static str],
+    passthrough: bool,
+) -> Result<Option<ServerTls>> {
+    let Some(spec) = spec else { return Ok(None) };
+    match spec.mode {
+        TlsMode::Passthrough if passthrough => Ok(Some(ServerTls::Passthrough)),
+        TlsMode::Passthrough => Err(ConfigError::invalid(
+            "spec.tls: passthrough is for TCP listeners: this protocol reads what it carries",
+        )),
+        TlsMode::Terminate => {
+            may_read(spec, cx)?;
+            let acceptor = Acceptor::new(spec, default_alpn).map_err(invalid)?;
+            Ok(Some(ServerTls::Terminate(Arc::new(acceptor))))
+        }
+    }
+}
+
+/// Builds a listener's `spec.tls` where only termination makes sense.
+pub fn acceptor(
+    spec: Option<&ServerTlsSpec>,
+    cx: &BuildContext<'_>,
+    default_alpn: &'static [&'static str],
+) -> Result<Option<Arc<Acceptor>>> {
+    Ok(server(spec, cx, default_alpn, false)?.map(|tls| match tls {
+        ServerTls::Terminate(a) => a,
+        ServerTls::Passthrough => unreachable!("refused above"),
+    }))
+}
+
+/// Builds a cluster's `spec.tls`.
+pub fn connector(
+    spec: Option<&ClientTlsSpec>,
+    cx: &BuildContext<'_>,
+) -> Result<Option<Arc<Connector>>> {
+    let Some(spec) = spec else { return Ok(None) };
+    may_read(spec, cx)?;
+    Ok(Some(Arc::new(Connector::new(spec).map_err(invalid)?)))
+}
+
+/// Terminates TLS on an accepted stream: the plaintext connection, with the
+/// handshake's facts added to `metadata` under `TLS`.
+pub async fn accept<IO>(
+    acceptor: &Acceptor,
+    io: IO,
+    metadata: &mut Value,
+    peer: String,
+) -> io::Result<Conn>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (stream, tls) = acceptor.accept(io).await?;
+    metadata["TLS"] = tls;
+    let (read, write) = tokio::io::split(stream);
+    Ok(stream::conn(read, write, peer))
+}
+
+/// Originates TLS to `host` over a connected stream.
+pub async fn connect<IO>(
+    connector: &Connector,
+    host: &str,
+    io: IO,
+    peer: String,
+) -> io::Result<Conn>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = connector.connect(host, io).await?;
+    let (read, write) = tokio::io::split(stream);
+    Ok(stream::conn(read, write, peer))
+}
