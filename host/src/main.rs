@@ -222,7 +222,7 @@ async fn run(cli: Cli) -> ExitCode {
                     ));
                 }
             };
-            if !addr.ip().is_loopback() && proxy.tokens().is_empty() {
+            if !addr.ip().is_loopback() && !proxy.authenticates() {
                 if !cli.admin_insecure {
                     return fail(format!(
                         "--admin {addr}: the API would take requests from the network without authentication, and anyone who reaches it can run commands as this user. Configure bearer tokens in the config (admin.auth.tokens, see the README), keep the API on 127.0.0.1, or pass --admin-insecure"
@@ -240,7 +240,12 @@ async fn run(cli: Cli) -> ExitCode {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            tracing::info!("REST API and /metrics on http://{bound}");
+            let scheme = if proxy.api_tls().is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!("REST API and /metrics on {scheme}://{bound}");
             let api = tokio::spawn(api::serve(listener, proxy.clone()));
             if let Some(file) = &cli.admin_address_file
                 && let Err(e) = write_whole(file, &bound)

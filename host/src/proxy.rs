@@ -13,12 +13,13 @@ use crate::core::error::ErrorKind;
 use crate::core::spec::{Validation, take_unknown_fields, typed};
 use crate::core::{ListenerContext, ListenerTask};
 use crate::logging;
-use crate::model::auth::Token;
+use crate::model::auth::{MtlsSettings, Token};
 use crate::model::inline::Builder;
 use crate::model::{Admin, ConfigError, Kind, Result, Snapshot};
 use crate::registry::{self, Change};
 use crate::services::Services;
 use crate::session::{Engine, Registry};
+use crate::tls::{Acceptor, ServerTlsSpec};
 
 pub struct Proxy {
     config: Arc<ArcSwap<Snapshot>>,
@@ -31,6 +32,9 @@ pub struct Proxy {
     pub services: Services,
     /// `admin.auth`'s tokens, resolved when the settings were applied.
     tokens: ArcSwap<Vec<Token>>,
+    mtls: ArcSwap<Option<MtlsSettings>>,
+    /// `admin.tls` as loaded, and the acceptor built from it.
+    api_tls: Mutex<Option<(ServerTlsSpec, Arc<Acceptor>)>>,
     /// `--admin-insecure`: the API may be served beyond loopback without tokens.
     insecure: AtomicBool,
     /// The command line's `-s` and `--reject-unknown-fields`, whatever the admin
@@ -51,6 +55,8 @@ impl Proxy {
             ),
             services,
             tokens: ArcSwap::from_pointee(Vec::new()),
+            api_tls: Mutex::default(),
+            mtls: ArcSwap::from_pointee(None),
             insecure: AtomicBool::new(false),
             config,
             write: tokio::sync::Mutex::new(()),
@@ -63,6 +69,23 @@ impl Proxy {
     /// The bearer tokens the API takes; none: it takes no credentials.
     pub fn tokens(&self) -> Arc<Vec<Token>> {
         self.tokens.load_full()
+    }
+
+    /// Whether the API takes credentials (tokens, or client certificates with
+    /// roles); without, it may only listen on loopback.
+    pub fn authenticates(&self) -> bool {
+        !self.tokens().is_empty() || self.mtls().is_some()
+    }
+
+    /// How client certificates map to roles, if they do.
+    pub fn mtls(&self) -> Arc<Option<MtlsSettings>> {
+        self.mtls.load_full()
+    }
+
+    /// The TLS the API's own server terminates now (`admin.tls`).
+    pub fn api_tls(&self) -> Option<Arc<Acceptor>> {
+        let current = self.api_tls.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|(_, acceptor)| acceptor.clone())
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -104,7 +127,7 @@ impl Proxy {
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| !a.ip().is_loopback());
         if exposed
-            && self.tokens().is_empty()
+            && !self.authenticates()
             && !self.insecure.load(Ordering::Relaxed)
             && crate::routing::reaches(snap, name, |c| c.protocol.serves_api())
         {
@@ -454,6 +477,23 @@ fn exists(snap: &Snapshot, kind: Kind, name: &str) -> Result<()> {
 
 impl Proxy {
     /// Puts the admin settings into effect (logging, offload, the descriptor reserve).
+    /// Loads `admin.tls` when it changed (new API connections use it).
+    fn set_api_tls(&self, spec: Option<&ServerTlsSpec>) -> std::result::Result<(), String> {
+        let mut current = self.api_tls.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().map(|(s, _)| s) == spec {
+            return Ok(());
+        }
+        *current = match spec {
+            None => None,
+            Some(spec) => {
+                let acceptor =
+                    Acceptor::new(spec, &["http/1.1"]).map_err(|e| format!("admin.{e}"))?;
+                Some((spec.clone(), Arc::new(acceptor)))
+            }
+        };
+        Ok(())
+    }
+
     fn apply_admin(&self, admin: &Admin) -> std::result::Result<(), String> {
         // `init` loads and attaches the kernel program now; `no_init` waits for the first
         // session that can use it; `disable` keeps everything in userspace.
@@ -470,7 +510,10 @@ impl Proxy {
             Some(auth) => auth.resolve()?,
             None => Vec::new(),
         };
+        self.set_api_tls(admin.tls.as_ref())?;
         self.tokens.store(Arc::new(tokens));
+        self.mtls
+            .store(Arc::new(admin.auth.as_ref().and_then(|a| a.mtls.clone())));
         logging::set_file(&admin.log_file).map_err(|e| format!("admin: {e}"))?;
         logging::set_level(&admin.log_level)
     }

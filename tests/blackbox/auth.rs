@@ -358,3 +358,179 @@ fn a_listener_serving_the_api_beyond_loopback_needs_authentication() {
         200
     );
 }
+
+/// `curl` over TLS to the API at `api` (`host:port`), verifying it against `ca` and
+/// presenting `cert`: the status (0: no TLS connection) and the body.
+fn curl_tls(
+    api: &str,
+    ca: &std::path::Path,
+    cert: Option<&crate::tls::Issued>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(ca)
+    .args(["-X", method]);
+    if let Some(id) = cert {
+        c.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+    }
+    if let Some(body) = body {
+        c.args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body.to_string(),
+        ]);
+    }
+    let out = c
+        .arg(format!("https://{api}{path}"))
+        .stderr(Stdio::null())
+        .output()
+        .expect("missing prerequisite: curl (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+    )
+}
+
+#[test]
+fn the_api_over_mutual_tls_gives_client_certificates_their_roles() {
+    let pki = crate::tls::Pki::new("api-mtls");
+    let ca = pki.ca("ca");
+    let server = pki.server("ca", "api");
+    let ops = pki.issue("ca", "ops", "/CN=ops/O=admin", "DNS:ops.example");
+    let viewer = pki.issue("ca", "viewer", "/CN=viewer/O=reader", "DNS:viewer.example");
+    let named = pki.issue("ca", "named", "/CN=named/O=example", "DNS:named.example");
+    let nobody = pki.issue("ca", "nobody", "/CN=nobody/O=guests", "DNS:nobody.example");
+    let stranger = pki.issue("other", "stranger", "/CN=ops/O=admin", "DNS:ops.example");
+    let config = pki.path("config.json");
+    std::fs::write(
+        &config,
+        json!({"admin": {
+            "tls": {"cert": server.cert, "key": server.key, "client_ca": ca},
+            "auth": {"mtls": {"role_from": "subject-O",
+                "subjects": {"CN=named, O=example": "editor"}}}
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    // Client certificates with roles are authentication: the API may face the network.
+    let proxy = Proxy::start_tls(&["-c", &config.display().to_string(), "--admin", "0.0.0.0:0"]);
+    let port = proxy.api.rsplit(':').next().unwrap();
+    let api = format!("127.0.0.1:{port}");
+    let cluster =
+        |name: &str| json!({"cluster": {"name": name, "spec": {"protocol": "TCP", "port": 1}}});
+    let get = |id| curl_tls(&api, &ca, id, "GET", "/api/v1/clusters", None);
+    eventually("the API to answer over TLS", || {
+        (get(Some(&viewer)).0 == 200).then_some(())
+    });
+    let (status, body) = curl_tls(
+        &api,
+        &ca,
+        Some(&viewer),
+        "POST",
+        "/api/v1/clusters",
+        Some(cluster("v")),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificate 'CN=viewer, O=reader' has the reader role"),
+        "{body}"
+    );
+    let (status, body) = curl_tls(
+        &api,
+        &ca,
+        Some(&named),
+        "POST",
+        "/api/v1/clusters",
+        Some(cluster("n")),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = curl_tls(
+        &api,
+        &ca,
+        Some(&named),
+        "POST",
+        "/api/v1/admin",
+        Some(json!({"log_level": "info"})),
+    );
+    assert_eq!(
+        status, 403,
+        "an editor may not change admin settings: {body}"
+    );
+    let (status, body) = curl_tls(
+        &api,
+        &ca,
+        Some(&ops),
+        "POST",
+        "/api/v1/admin",
+        Some(json!({"log_level": "warn"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(Some(&nobody));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("has no role"),
+        "{body}"
+    );
+    assert_eq!(get(None).0, 0, "no certificate, no TLS connection");
+    assert_eq!(get(Some(&stranger)).0, 0, "a certificate of another CA");
+    // Plain HTTP to the TLS port gets no answer.
+    let mut plain = TcpStream::connect(&api).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /api/v1/admin HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"));
+    // Who did what is logged with the certificate's subject; the settings cannot be
+    // changed by a reader, nor TLS turned off by an editor.
+    let (status, _) = curl_tls(
+        &api,
+        &ca,
+        Some(&named),
+        "POST",
+        "/api/v1/admin",
+        Some(json!({"tls": null})),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(get(Some(&viewer)).0, 200);
+}
+
+#[test]
+fn certificates_without_tls_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("l7mp-mtls-notls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        json!({"admin": {"auth": {"mtls": {"role_from": "subject-O"}}}}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_l7mp"))
+        .args(["--admin", "127.0.0.1:0", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin.tls.client_ca"), "{err}");
+}

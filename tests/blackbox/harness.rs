@@ -133,7 +133,28 @@ impl Proxy {
         Self::spawn_with(&[], args, piped)
     }
 
+    /// The proxy with its API over TLS (`admin.tls` in its config): `api` is its
+    /// `host:port`, and the test speaks to it with a TLS client of its own.
+    pub fn start_tls(args: &[&str]) -> Proxy {
+        let mut proxy = Self::launch(&[], args, false);
+        proxy.api = proxy.api.replacen("http://", "", 1);
+        proxy
+    }
+
     fn spawn_with(wrapper: &[&str], args: &[&str], piped: bool) -> Proxy {
+        let proxy = Self::launch(wrapper, args, piped);
+        eventually("the API to answer", || {
+            proxy
+                .agent
+                .get(format!("{}/api/v1/admin", proxy.api))
+                .call()
+                .ok()
+        });
+        proxy
+    }
+
+    /// Starts the proxy and waits until it says where its API listens.
+    fn launch(wrapper: &[&str], args: &[&str], piped: bool) -> Proxy {
         // The kernel picks the API's port; the proxy says which.
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let address_file = std::env::temp_dir().join(format!(
@@ -168,19 +189,11 @@ impl Proxy {
             std::fs::read_to_string(&address_file).ok()
         });
         let _ = std::fs::remove_file(&address_file);
-        let proxy = Proxy {
+        Proxy {
             child,
             api: format!("http://{api}"),
             agent: agent(),
-        };
-        eventually("the API to answer", || {
-            proxy
-                .agent
-                .get(format!("{}/api/v1/admin", proxy.api))
-                .call()
-                .ok()
-        });
-        proxy
+        }
     }
 
     fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {

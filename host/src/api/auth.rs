@@ -16,12 +16,15 @@ use subtle::ConstantTimeEq;
 use super::body::{ErrorBody, json_response};
 use crate::model::auth::{Role, Token, digest};
 use crate::proxy::Proxy;
+use crate::tls::PeerIdentity;
 
 /// Who is calling, as the guard found out; handlers read it from the request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The token's name; `None` when the API takes no credentials.
     pub name: Option<String>,
+    /// What named it: a `token`, a `certificate`.
+    via: &'static str,
     pub role: Role,
     /// May create what reaches the host: the admin role, or with no tokens configured
     /// only when the static config says `admin.api_host_access: true`.
@@ -123,13 +126,13 @@ pub async fn guard(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next
             ),
         );
     }
-    let tokens = proxy.tokens();
     let path = req.uri().path().to_owned();
-    let caller = if tokens.is_empty() {
+    let caller = if !proxy.authenticates() {
         // Loopback only (see `main.rs`): its callers may do everything but reach the
         // host, unless the static config allows that too.
         Caller {
             name: None,
+            via: "caller",
             role: Role::Admin,
             host_access: admin.api_host_access,
         }
@@ -139,36 +142,21 @@ pub async fn guard(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next
     {
         Caller {
             name: None,
+            via: "caller",
             role: Role::Reader,
             host_access: false,
         }
     } else {
-        match bearer(req.headers()).map(|secret| holder(&tokens, secret)) {
-            None => {
-                return refused(
-                    &req,
-                    StatusCode::UNAUTHORIZED,
-                    "this API needs a bearer token: send 'Authorization: Bearer <token>'".into(),
-                );
-            }
-            Some(None) => {
-                return refused(
-                    &req,
-                    StatusCode::UNAUTHORIZED,
-                    "the bearer token is not valid".into(),
-                );
-            }
-            Some(Some(t)) => Caller {
-                name: Some(t.name.clone()),
-                role: t.role,
-                host_access: t.role == Role::Admin,
-            },
+        match authenticate(&proxy, &req) {
+            Ok(caller) => caller,
+            Err((status, message)) => return refused(&req, status, message),
         }
     };
     let wanted = needs(req.method(), &path);
     if caller.role < wanted {
         let message = format!(
-            "token '{}' has the {} role; {} {path} needs {}",
+            "{} '{}' has the {} role; {} {path} needs {}",
+            caller.via,
             caller.who(),
             caller.role.name(),
             req.method(),
@@ -180,6 +168,52 @@ pub async fn guard(State(proxy): State<Arc<Proxy>>, mut req: Request, next: Next
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(caller);
     resp
+}
+
+/// The caller a bearer token names, or else the client certificate (with
+/// `admin.auth.mtls`); the refusal otherwise.
+fn authenticate(proxy: &Proxy, req: &Request) -> Result<Caller, (StatusCode, String)> {
+    if let Some(secret) = bearer(req.headers()) {
+        let tokens = proxy.tokens();
+        let Some(t) = holder(&tokens, secret) else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "the bearer token is not valid".into(),
+            ));
+        };
+        return Ok(Caller {
+            name: Some(t.name.clone()),
+            via: "token",
+            role: t.role,
+            host_access: t.role == Role::Admin,
+        });
+    }
+    let mtls = proxy.mtls();
+    match (req.extensions().get::<Arc<PeerIdentity>>(), mtls.as_ref()) {
+        (Some(peer), Some(mtls)) => match mtls.role(peer) {
+            Some(role) => Ok(Caller {
+                name: Some(peer.subject.clone()),
+                via: "certificate",
+                role,
+                host_access: role == Role::Admin,
+            }),
+            None => Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the client certificate '{}' has no role: list it in admin.auth.mtls.subjects, or give it O=reader|editor|admin with role_from: subject-O",
+                    peer.subject
+                ),
+            )),
+        },
+        (None, Some(_)) => Err((
+            StatusCode::UNAUTHORIZED,
+            "this API needs a bearer token ('Authorization: Bearer <token>') or a client certificate over TLS".into(),
+        )),
+        _ => Err((
+            StatusCode::UNAUTHORIZED,
+            "this API needs a bearer token: send 'Authorization: Bearer <token>'".into(),
+        )),
+    }
 }
 
 /// A refusal, logged: who tried what, and why not.

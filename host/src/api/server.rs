@@ -1,6 +1,7 @@
 //! The API's own HTTP server: HTTP/1.1 with the bounds of `admin.http` read at every
 //! accept (connections at once, header and idle timeouts), so that clients that are
-//! slow, many or hostile cannot lock operators out.
+//! slow, many or hostile cannot lock operators out. Over TLS when `admin.tls` says so
+//! (read at every accept too), with the client certificate handed to the guard.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,12 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::protocol::http_conn::{InFlight, ServerIo, json_error_response};
 use crate::protocol::net;
 use crate::proxy::Proxy;
+use crate::tls::{self, PeerIdentity};
 
 /// The largest request head the API reads (request line and headers): room for the
 /// longest URI hyper takes (64 KiB), so that a longer one is a 414, not a 431.
@@ -32,25 +34,49 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
             }
         };
         let limits = proxy.snapshot().admin.http.clone();
+        let tls = proxy.api_tls();
         if open.load(Ordering::Relaxed) >= limits.max_connections as usize {
             tracing::warn!(%peer, "API connection refused: {} are open (admin.http.max_connections)", limits.max_connections);
-            tokio::spawn(refuse(stream, limits.max_connections));
+            // A TLS client could not read a plaintext answer: it is only closed.
+            if tls.is_none() {
+                tokio::spawn(refuse(stream, limits.max_connections));
+            }
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
         let (router, open) = (router.clone(), open.clone());
         tokio::spawn(async move {
-            serve_connection(stream, router, &limits).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, None, router, &limits).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok((stream, _)) => {
+                        let client = tls::meta::peer(stream.get_ref().1).map(Arc::new);
+                        serve_connection(stream, client, router, &limits).await
+                    }
+                    Err(e) => tracing::debug!(%peer, "API TLS handshake: {e}"),
+                },
+            }
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, router: Router, limits: &crate::model::HttpLimits) {
-    let _ = stream.set_nodelay(true);
+/// Serves one connection; `client` is who its TLS client certificate says it is.
+async fn serve_connection<IO>(
+    stream: IO,
+    client: Option<Arc<PeerIdentity>>,
+    router: Router,
+    limits: &crate::model::HttpLimits,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let in_flight = InFlight::default();
     let io = TokioIo::new(ServerIo::new(stream, limits.idle(), in_flight.clone()));
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        if let Some(client) = &client {
+            req.extensions_mut().insert(client.clone());
+        }
         let mut router = router.clone();
         let busy = in_flight.start();
         async move {

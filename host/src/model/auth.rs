@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+
+use crate::tls::PeerIdentity;
 
 /// What a caller may do. Ordered: each role may do what the ones before it may.
 #[derive(
@@ -42,6 +45,47 @@ pub struct AuthSettings {
     /// `/metrics` answers scrapes without a token.
     #[serde(default)]
     pub public_metrics: bool,
+    /// Roles of client certificates (the API served over TLS with
+    /// `admin.tls.client_ca`): callers without a bearer token are who their
+    /// certificate says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MtlsSettings>,
+}
+
+/// `admin.auth.mtls`: how a verified client certificate maps to a role.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsSettings {
+    /// Roles of exact subjects, as RFC 4514 writes them (`CN=operator, O=example`):
+    /// checked first.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schema(value_type = std::collections::BTreeMap<String, Role>)]
+    pub subjects: IndexMap<String, Role>,
+    /// `subject-O`: the subject's organization names the role (`O=editor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_from: Option<RoleFrom>,
+}
+
+/// Where a certificate's role may come from besides `subjects`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum RoleFrom {
+    #[serde(rename = "subject-O")]
+    SubjectOrganization,
+}
+
+impl MtlsSettings {
+    /// The role of a verified client certificate, if it has one.
+    pub fn role(&self, peer: &PeerIdentity) -> Option<Role> {
+        if let Some(role) = self.subjects.get(&peer.subject) {
+            return Some(*role);
+        }
+        match (self.role_from, peer.organization.as_deref()) {
+            (Some(RoleFrom::SubjectOrganization), Some(o)) => {
+                serde_json::from_value(serde_json::Value::String(o.to_ascii_lowercase())).ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One bearer token: its SHA-256 (hex), or a file holding the token itself.
@@ -77,6 +121,13 @@ impl AuthSettings {
     pub fn resolve(&self) -> Result<Vec<Token>, String> {
         if self.tokens.len() > MAX_TOKENS {
             return Err(format!("admin.auth: at most {MAX_TOKENS} tokens"));
+        }
+        if self
+            .mtls
+            .as_ref()
+            .is_some_and(|m| m.subjects.len() > MAX_TOKENS)
+        {
+            return Err(format!("admin.auth.mtls: at most {MAX_TOKENS} subjects"));
         }
         let mut out = Vec::with_capacity(self.tokens.len());
         for t in &self.tokens {
@@ -129,4 +180,32 @@ impl AuthSettings {
 pub fn digest(secret: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(secret).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_map_to_roles_by_subject_then_organization() {
+        let mtls: MtlsSettings = serde_json::from_value(serde_json::json!({
+            "subjects": {"CN=ops, O=example": "admin"}, "role_from": "subject-O"
+        }))
+        .unwrap();
+        let peer = |subject: &str, o: Option<&str>| PeerIdentity {
+            subject: subject.into(),
+            organization: o.map(String::from),
+            sans: vec![],
+        };
+        assert_eq!(
+            mtls.role(&peer("CN=ops, O=example", Some("example"))),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            mtls.role(&peer("CN=ci, O=Editor", Some("Editor"))),
+            Some(Role::Editor)
+        );
+        assert_eq!(mtls.role(&peer("CN=x, O=example", Some("example"))), None);
+        assert_eq!(mtls.role(&peer("CN=x", None)), None);
+    }
 }

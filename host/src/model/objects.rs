@@ -16,6 +16,7 @@ use crate::json::pointer::Pointer;
 pub use crate::lb::LoadBalancerSpec;
 use crate::lb::{Balancer, Member};
 use crate::model::auth::AuthSettings;
+use crate::tls::{ServerTlsSpec, TlsMode};
 
 /// Proxy-wide settings.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,6 +76,10 @@ pub struct Admin {
     /// static config (or `--api-host-access`) turns it on.
     #[serde(default)]
     pub api_host_access: bool,
+    /// Serves the API over TLS (`{cert, key, client_ca?}`); with `client_ca`, only
+    /// clients with a certificate it signed connect, and `auth.mtls` gives them roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsSpec>,
 }
 
 fn default_max_functions() -> u32 {
@@ -112,6 +117,9 @@ impl Admin {
         if self.api_host_access != other.api_host_access {
             changed.push("api_host_access");
         }
+        if self.tls != other.tls {
+            changed.push("tls");
+        }
         changed
     }
 
@@ -123,6 +131,17 @@ impl Admin {
                 "admin: offload '{}' is not one of init, no_init, disable",
                 self.offload
             ));
+        }
+        if let Some(tls) = &self.tls
+            && tls.mode != TlsMode::Terminate
+        {
+            return Err("admin.tls: the API terminates TLS (no mode: passthrough)".into());
+        }
+        let mtls = self.auth.as_ref().is_some_and(|a| a.mtls.is_some());
+        if mtls && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            return Err(
+                "admin.auth.mtls: client certificates need the API served over TLS with admin.tls.client_ca".into(),
+            );
         }
         Ok(())
     }
@@ -145,6 +164,7 @@ impl Default for Admin {
             auth: None,
             allowed_hosts: Vec::new(),
             api_host_access: false,
+            tls: None,
         }
     }
 }
