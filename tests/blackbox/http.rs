@@ -13,7 +13,7 @@ use crate::harness::*;
 
 /// An HTTP/1.1 upstream with keep-alive that answers `<name> <method> <path>` plus the
 /// `x-*` headers it got, and counts its connections.
-fn http_upstream(name: &'static str) -> (u16, Arc<AtomicUsize>) {
+pub fn http_upstream(name: &'static str) -> (u16, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -72,7 +72,7 @@ fn http_upstream(name: &'static str) -> (u16, Arc<AtomicUsize>) {
     (port, connections)
 }
 
-fn http_cluster(name: &str, port: u16) -> Value {
+pub fn http_cluster(name: &str, port: u16) -> Value {
     json!({"cluster": {"name": name, "spec": {"protocol": "HTTP", "port": port}, "endpoints": [{"spec": {"address": "127.0.0.1"}}]}})
 }
 

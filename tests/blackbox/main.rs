@@ -24,6 +24,7 @@ mod sdk;
 mod sessions;
 mod stream;
 mod tls;
+mod tls_web;
 mod transforms;
 mod udp;
 mod websocket;

@@ -146,7 +146,7 @@ impl Pki {
     }
 }
 
-fn s(p: &Path) -> String {
+pub fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
@@ -159,8 +159,14 @@ pub struct Peer {
 
 impl Peer {
     fn spawn(args: &[String]) -> Peer {
+        Peer::spawn_in(args, &std::env::temp_dir())
+    }
+
+    /// `openssl` with `args`, in `dir`.
+    pub fn spawn_in(args: &[String], dir: &Path) -> Peer {
         let mut child = Command::new("openssl")
             .args(args)
+            .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -233,7 +239,7 @@ pub fn reversing_server(port: u16, id: &Issued, extra: &[&str]) -> Peer {
     server
 }
 
-fn tcp_cluster(name: &str, port: u16, tls: Option<Value>) -> Value {
+pub fn tcp_cluster(name: &str, port: u16, tls: Option<Value>) -> Value {
     let mut spec = json!({"protocol": "TCP", "port": port});
     if let Some(tls) = tls {
         spec["tls"] = tls;
@@ -252,7 +258,7 @@ fn tls_listener(proxy: &Proxy, name: &str, tls: Value, rules: Value) -> u16 {
     port
 }
 
-fn route_to(cluster: &str) -> Value {
+pub fn route_to(cluster: &str) -> Value {
     json!([{"action": {"route": {"destination": cluster}}}])
 }
 
@@ -261,7 +267,7 @@ fn sni_rule(sni: &str, cluster: &str) -> Value {
         "action": {"route": {"destination": cluster}}})
 }
 
-fn only_session(proxy: &Proxy) -> Value {
+pub fn only_session(proxy: &Proxy) -> Value {
     eventually("one session", || {
         let sessions = proxy.sessions();
         (sessions.len() == 1).then(|| sessions[0].clone())

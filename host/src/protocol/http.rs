@@ -13,7 +13,6 @@
 //! - a WebSocket upgrade request becomes a WebSocket session on the same port, routed
 //!   like one accepted by a `WebSocket` listener.
 
-use crate::core::spec::Validation;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +26,6 @@ use hyper::body::Incoming as Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::Value;
@@ -39,7 +37,10 @@ use super::{
     ClusterProtocol, Incoming, ListenerContext, ListenerProtocol, ListenerTask, Stage, Target, net,
     websocket,
 };
-use crate::core::build::{Protocol, typed_listener};
+use super::secure;
+use crate::core::build::{BuildContext, Protocol};
+use super::http_connect::HttpsConnector;
+use crate::tls::{Acceptor, ClientTlsSpec, ServerTlsSpec};
 use crate::core::http::{BoxBody, BoxError, HttpReply, error_reply, full};
 use crate::core::{EndpointRef, HttpForward};
 
@@ -62,52 +63,98 @@ pub struct HttpListenerSpec {
     port: u16,
     #[serde(default)]
     address: Option<String>,
+    /// HTTPS: `{cert, key, client_ca?, alpn?}` (ALPN offers `h2` and `http/1.1`).
+    #[serde(default)]
+    tls: Option<ServerTlsSpec>,
+}
+
+#[derive(Debug)]
+pub struct HttpListener {
+    spec: HttpListenerSpec,
+    tls: Option<Arc<Acceptor>>,
+}
+
+fn listener(spec: &Value, cx: &BuildContext<'_>) -> crate::core::Result<Arc<dyn ListenerProtocol>> {
+    let spec: HttpListenerSpec = cx.parse(spec, "spec")?;
+    let tls = secure::acceptor(spec.tls.as_ref(), cx, &["h2", "http/1.1"])?;
+    Ok(Arc::new(HttpListener { spec, tls }))
 }
 
 struct Served {
     cx: ListenerContext,
+}
+
+/// One connection's facts every request on it shares.
+struct Connection {
+    peer: SocketAddr,
+    /// Where the client connected.
     local: SocketAddr,
+    /// The handshake's `TLS` metadata; `Null` over cleartext.
+    tls: Value,
 }
 
 #[async_trait]
-impl ListenerProtocol for HttpListenerSpec {
+impl ListenerProtocol for HttpListener {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
+        let listener = net::listen_tcp(self.spec.address.as_deref(), self.spec.port)?;
         let local = listener.local_addr()?;
-        let served = Arc::new(Served { cx, local });
+        let served = Arc::new(Served { cx });
+        let tls = self.tls.clone();
         let task = tokio::spawn(async move {
             loop {
                 let (stream, peer) = net::accept_tcp(&listener, &served.cx.name).await;
                 let _ = stream.set_nodelay(true);
                 let served = served.clone();
-                let limits = served.cx.sink.http_limits();
+                let tls = tls.clone();
+                let local = net::accepted_at(local, &stream);
                 tokio::spawn(async move {
-                    let in_flight = InFlight::default();
-                    let io = ServerIo::new(stream, limits.idle(), in_flight.clone());
-                    let service = hyper::service::service_fn(move |req| {
-                        let (served, in_flight) = (served.clone(), in_flight.clone());
-                        async move {
-                            let _busy = in_flight.start();
-                            Ok::<_, Infallible>(handle(&served, peer, req, &in_flight).await)
+                    match tls {
+                        None => {
+                            let conn = Connection { peer, local, tls: Value::Null };
+                            serve(served, stream, conn).await
                         }
-                    });
-                    let mut builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    builder
-                        .http1()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(limits.header());
-                    builder.http2().timer(TokioTimer::new());
-                    if let Err(e) = builder
-                        .serve_connection_with_upgrades(TokioIo::new(io), service)
-                        .await
-                    {
-                        tracing::debug!(%peer, "HTTP connection: {e}");
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok((stream, tls)) => {
+                                serve(served, stream, Connection { peer, local, tls }).await
+                            }
+                            Err(e) => tracing::debug!(%peer, "HTTPS handshake: {e}"),
+                        },
                     }
                 });
             }
         });
         Ok(ListenerTask::new(local.to_string(), task))
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (by preface, or as ALPN chose) on one connection.
+async fn serve<IO>(served: Arc<Served>, io: IO, conn: Connection)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = served.cx.sink.http_limits();
+    let in_flight = InFlight::default();
+    let io = ServerIo::new(io, limits.idle(), in_flight.clone());
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
+    let service = hyper::service::service_fn(move |req| {
+        let (served, in_flight, conn) = (served.clone(), in_flight.clone(), conn.clone());
+        async move {
+            let _busy = in_flight.start();
+            Ok::<_, Infallible>(handle(&served, &conn, req, &in_flight).await)
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header());
+    builder.http2().timer(TokioTimer::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
+        tracing::debug!(%peer, "HTTP connection: {e}");
     }
 }
 
@@ -120,13 +167,17 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
 
 async fn handle(
     served: &Served,
-    peer: SocketAddr,
+    conn: &Connection,
     req: Request<Body>,
     in_flight: &InFlight,
 ) -> HttpReply {
-    let cx = &served.cx;
-    let mut metadata = net::metadata("TCP", served.local, peer);
-    metadata["HTTP"] = http_meta::request_metadata(&req, served.local, "http");
+    let (cx, peer) = (&served.cx, conn.peer);
+    let mut metadata = net::metadata("TCP", conn.local, peer);
+    let scheme = if conn.tls.is_null() { "http" } else { "https" };
+    metadata["HTTP"] = http_meta::request_metadata(&req, conn.local, scheme);
+    if !conn.tls.is_null() {
+        metadata["TLS"] = conn.tls.clone();
+    }
     if is_websocket_upgrade(&req) {
         in_flight.upgraded();
         return upgrade(cx, metadata, req);
@@ -196,14 +247,19 @@ fn upgrade(cx: &ListenerContext, metadata: Value, mut req: Request<Body>) -> Htt
 struct HttpClusterSpec {
     #[serde(default)]
     port: Option<u16>,
-    /// Speak HTTP/2 over cleartext to the upstream (prior knowledge).
+    /// Speak HTTP/2 only: over cleartext by prior knowledge, over TLS by ALPN.
     #[serde(default)]
     http2: bool,
+    /// HTTPS to the endpoints: `{ca?, server_name?, cert?, key?, verify}`; ALPN
+    /// offers `h2` and `http/1.1` unless `alpn` says otherwise.
+    #[serde(default)]
+    tls: Option<ClientTlsSpec>,
 }
 
 pub struct HttpCluster {
     port: Option<u16>,
-    client: Client<HttpConnector, BoxBody>,
+    scheme: &'static str,
+    client: Client<HttpsConnector, BoxBody>,
 }
 
 impl std::fmt::Debug for HttpCluster {
@@ -215,16 +271,22 @@ impl std::fmt::Debug for HttpCluster {
 }
 
 impl HttpCluster {
-    pub fn from_spec(spec: &Value, strict: Validation) -> crate::core::Result<HttpCluster> {
-        let spec: HttpClusterSpec = crate::core::spec::typed(spec, "spec", strict)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+    pub fn from_spec(spec: &Value, cx: &BuildContext<'_>) -> crate::core::Result<HttpCluster> {
+        let spec: HttpClusterSpec = cx.parse(spec, "spec")?;
+        let alpn: &'static [&'static str] = if spec.http2 {
+            &["h2"]
+        } else {
+            &["h2", "http/1.1"]
+        };
+        let tls = secure::connector(spec.tls.as_ref(), cx, alpn)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .http2_only(spec.http2)
-            .build(connector);
+            .build(HttpsConnector::new(tls));
         Ok(HttpCluster {
             port: spec.port,
+            scheme,
             client,
         })
     }
@@ -247,7 +309,7 @@ impl HttpForward for HttpCluster {
             metadata,
         };
         let (host, port) = target.host_port(self.port)?;
-        let uri = http_meta::upstream_url("http", &host, port, metadata);
+        let uri = http_meta::upstream_url(self.scheme, &host, port, metadata);
         let (parts, body) = req.into_parts();
         let mut upstream = Request::builder().method(parts.method).uri(uri);
         for (name, value) in &parts.headers {
@@ -298,8 +360,8 @@ impl ClusterProtocol for HttpCluster {
 pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &[],
-    listener: Some(typed_listener::<HttpListenerSpec>),
-    cluster: Some(|spec, cx| Ok(Arc::new(HttpCluster::from_spec(spec, cx.validation)?))),
+    listener: Some(listener),
+    cluster: Some(|spec, cx| Ok(Arc::new(HttpCluster::from_spec(spec, cx)?))),
     listener_schema: Some(crate::core::build::schema::<HttpListenerSpec>),
     cluster_schema: Some(crate::core::build::schema::<HttpClusterSpec>),
     carries: Protocol::CARRIES_NOTHING,

@@ -4,6 +4,7 @@
 //! (the composition root, `registry.rs`, lists [`ALL`]).
 
 pub mod http_conn;
+mod http_connect;
 pub mod http_meta;
 pub mod json_header;
 pub mod net;

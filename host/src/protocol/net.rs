@@ -63,6 +63,16 @@ pub fn metadata(proto: &str, local: SocketAddr, peer: SocketAddr) -> Value {
     md
 }
 
+/// Where a client connected: the listener's address, or, for a listener bound to all
+/// addresses, the one the connection arrived at.
+pub fn accepted_at(listening: SocketAddr, stream: &tokio::net::TcpStream) -> SocketAddr {
+    if listening.ip().is_unspecified() {
+        stream.local_addr().unwrap_or(listening)
+    } else {
+        listening
+    }
+}
+
 /// An error with the address it is about, so "address in use" names the address.
 pub fn at(addr: impl std::fmt::Display, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{addr}: {e}"))

@@ -68,14 +68,16 @@ pub fn acceptor(
     }))
 }
 
-/// Builds a cluster's `spec.tls`.
+/// Builds a cluster's `spec.tls`; `default_alpn` is offered when it names none.
 pub fn connector(
     spec: Option<&ClientTlsSpec>,
     cx: &BuildContext<'_>,
+    default_alpn: &'static [&'static str],
 ) -> Result<Option<Arc<Connector>>> {
     let Some(spec) = spec else { return Ok(None) };
     may_read(spec, cx)?;
-    Ok(Some(Arc::new(Connector::new(spec).map_err(invalid)?)))
+    let connector = Connector::new(spec, default_alpn).map_err(invalid)?;
+    Ok(Some(Arc::new(connector)))
 }
 
 /// Terminates TLS on an accepted stream: the plaintext connection, with the

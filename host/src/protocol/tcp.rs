@@ -54,14 +54,7 @@ impl ListenerProtocol for TcpListener {
             loop {
                 let (stream, peer) = net::accept_tcp(&listener, &cx.name).await;
                 let _ = stream.set_nodelay(true);
-                // Bound to one address, the listener knows where clients connected;
-                // bound to all, it has to ask.
-                let dst = if local.ip().is_unspecified() {
-                    stream.local_addr().unwrap_or(local)
-                } else {
-                    local
-                };
-                let metadata = net::metadata("TCP", dst, peer);
+                let metadata = net::metadata("TCP", net::accepted_at(local, &stream), peer);
                 let from = net::canonical(peer).to_string();
                 match &tls {
                     None => cx.accept(Incoming {
@@ -127,7 +120,7 @@ pub struct TcpCluster {
 
 fn cluster(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ClusterProtocol>> {
     let spec: TcpClusterSpec = cx.parse(spec, "spec")?;
-    let tls = secure::connector(spec.tls.as_ref(), cx)?;
+    let tls = secure::connector(spec.tls.as_ref(), cx, &[])?;
     Ok(Arc::new(TcpCluster { spec, tls }))
 }
 

@@ -37,7 +37,9 @@ use super::{
     ListenerTask, Stage, Target,
 };
 
-use crate::core::build::{Carries, Protocol, typed_cluster, typed_listener};
+use super::secure;
+use crate::core::build::{BuildContext, Carries, Protocol};
+use crate::tls::{Acceptor, ClientTlsSpec, Connector, ServerTlsSpec};
 
 pub const NAME: &str = "WebSocket";
 /// Largest message accepted unless `max_message_size` says otherwise.
@@ -77,67 +79,111 @@ pub struct WsListenerSpec {
     address: Option<String>,
     #[serde(default, deserialize_with = "crate::core::bounds::message_size")]
     max_message_size: Option<usize>,
+    /// wss: `{cert, key, client_ca?, alpn?}`.
+    #[serde(default)]
+    tls: Option<ServerTlsSpec>,
+}
+
+#[derive(Debug)]
+pub struct WsListener {
+    spec: WsListenerSpec,
+    tls: Option<Arc<Acceptor>>,
+}
+
+fn listener(spec: &Value, cx: &BuildContext<'_>) -> crate::core::Result<Arc<dyn ListenerProtocol>> {
+    let spec: WsListenerSpec = cx.parse(spec, "spec")?;
+    let tls = secure::acceptor(spec.tls.as_ref(), cx, &["http/1.1"])?;
+    Ok(Arc::new(WsListener { spec, tls }))
 }
 
 #[async_trait]
-impl ListenerProtocol for WsListenerSpec {
-    // tungstenite's handshake callback returns its error response by value.
-    #[allow(clippy::result_large_err)]
+impl ListenerProtocol for WsListener {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
-        let listener = net::listen_tcp(self.address.as_deref(), self.port)?;
+        let listener = net::listen_tcp(self.spec.address.as_deref(), self.spec.port)?;
         let local = listener.local_addr()?;
-        let max = self.max_message_size;
+        let (max, tls) = (self.spec.max_message_size, self.tls.clone());
         let task = tokio::spawn(async move {
             loop {
                 let (stream, peer) = net::accept_tcp(&listener, &cx.name).await;
                 let _ = stream.set_nodelay(true);
-                let cx = cx.clone();
-                // The handshake runs in its own task so a slow client cannot hold up others.
+                let (cx, tls) = (cx.clone(), tls.clone());
+                let mut metadata = net::metadata("TCP", net::accepted_at(local, &stream), peer);
+                // The handshakes run in their own task, and in bounded time, so a slow
+                // client holds up no other.
                 tokio::spawn(async move {
-                    let mut http = Value::Null;
-                    let callback =
-                        |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-                            http = http_meta::request_metadata(req, local, "ws");
-                            let offered = req
-                                .headers()
-                                .get("sec-websocket-protocol")
-                                .and_then(|v| v.to_str().ok());
-                            if let Some(first) =
-                                offered.and_then(|o| o.split(',').next()).map(str::trim)
-                                && let Ok(value) = HeaderValue::from_str(first)
-                            {
-                                resp.headers_mut().insert("sec-websocket-protocol", value);
+                    let handshakes = async {
+                        match tls {
+                            None => hand_on(&cx, accept(stream, local, max, metadata).await, peer),
+                            Some(acceptor) => {
+                                let (stream, tls) = acceptor.accept(stream).await?;
+                                metadata["TLS"] = tls;
+                                hand_on(&cx, accept(stream, local, max, metadata).await, peer)
                             }
-                            Ok(resp)
-                        };
-                    match tokio_tungstenite::accept_hdr_async_with_config(
-                        stream,
-                        callback,
-                        Some(config(max)),
-                    )
-                    .await
-                    {
-                        Ok(ws) => {
-                            let mut metadata = net::metadata("TCP", local, peer);
-                            metadata["HTTP"] = http;
-                            cx.accept(Incoming {
-                                metadata,
-                                conn: conn(
-                                    ws,
-                                    net::canonical(peer).to_string(),
-                                    MessageKind::Binary,
-                                ),
-                            });
                         }
-                        Err(e) => {
-                            tracing::debug!(listener = %cx.name, %peer, "WebSocket handshake failed: {e}")
-                        }
+                    };
+                    let outcome = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT * 2, handshakes)
+                        .await
+                        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));
+                    if let Err(e) = outcome {
+                        tracing::debug!(listener = %cx.name, %peer, "WebSocket handshake failed: {e}")
                     }
                 });
             }
         });
         Ok(ListenerTask::new(local.to_string(), task))
     }
+}
+
+/// Hands an upgraded connection to the sink.
+fn hand_on<S>(
+    cx: &ListenerContext,
+    upgraded: io::Result<(WebSocketStream<S>, Value)>,
+    peer: std::net::SocketAddr,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (ws, metadata) = upgraded?;
+    cx.accept(Incoming {
+        metadata,
+        conn: conn(ws, net::canonical(peer).to_string(), MessageKind::Binary),
+    });
+    Ok(())
+}
+
+/// The server side of the upgrade: the request goes into the metadata's `HTTP`, and
+/// the first subprotocol the client offers is accepted.
+// tungstenite's handshake callback returns its error response by value.
+#[allow(clippy::result_large_err)]
+async fn accept<S>(
+    stream: S,
+    local: std::net::SocketAddr,
+    max: Option<usize>,
+    mut metadata: Value,
+) -> io::Result<(WebSocketStream<S>, Value)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let scheme = if metadata.get("TLS").is_some() { "wss" } else { "ws" };
+    let mut http = Value::Null;
+    let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        http = http_meta::request_metadata(req, local, scheme);
+        let offered = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok());
+        if let Some(first) = offered.and_then(|o| o.split(',').next()).map(str::trim)
+            && let Ok(value) = HeaderValue::from_str(first)
+        {
+            resp.headers_mut().insert("sec-websocket-protocol", value);
+        }
+        Ok(resp)
+    };
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config(max)))
+        .await
+        .map_err(ws_error)?;
+    metadata["HTTP"] = http;
+    Ok((ws, metadata))
 }
 
 /// The kind a connection sends its next message in.
@@ -266,12 +312,27 @@ pub struct WsClusterSpec {
     max_message_size: Option<usize>,
     #[serde(default)]
     message: MessageKind,
+    /// wss to the endpoints: `{ca?, server_name?, cert?, key?, verify}`.
+    #[serde(default)]
+    tls: Option<ClientTlsSpec>,
+}
+
+#[derive(Debug)]
+pub struct WsCluster {
+    spec: WsClusterSpec,
+    tls: Option<Arc<Connector>>,
+}
+
+fn cluster(spec: &Value, cx: &BuildContext<'_>) -> crate::core::Result<Arc<dyn ClusterProtocol>> {
+    let spec: WsClusterSpec = cx.parse(spec, "spec")?;
+    let tls = secure::connector(spec.tls.as_ref(), cx, &["http/1.1"])?;
+    Ok(Arc::new(WsCluster { spec, tls }))
 }
 
 /// The upgrade request for an upstream: its path, query and forwarded headers come
 /// from the session's metadata.
-fn upstream_request(host: &str, port: u16, metadata: &Value) -> io::Result<Request> {
-    let uri = http_meta::upstream_url("ws", host, port, metadata);
+fn upstream_request(scheme: &str, host: &str, port: u16, metadata: &Value) -> io::Result<Request> {
+    let uri = http_meta::upstream_url(scheme, host, port, metadata);
     let mut request = tungstenite::client::IntoClientRequest::into_client_request(uri.as_str())
         .map_err(|e| {
             io::Error::new(
@@ -286,14 +347,14 @@ fn upstream_request(host: &str, port: u16, metadata: &Value) -> io::Result<Reque
 }
 
 #[async_trait]
-impl ClusterProtocol for WsClusterSpec {
+impl ClusterProtocol for WsCluster {
     fn name(&self) -> &'static str {
         NAME
     }
     /// Without endpoints, the cluster connects where `metadata.HTTP.url` points.
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
         let (host, port) = match target.endpoint {
-            Some(_) => target.host_port(self.port)?,
+            Some(_) => target.host_port(self.spec.port)?,
             None => {
                 let url = target.metadata.pointer("/HTTP/url");
                 let host = url.and_then(|u| u.get("host")).and_then(Value::as_str);
@@ -301,7 +362,7 @@ impl ClusterProtocol for WsClusterSpec {
                     .and_then(|u| u.get("port"))
                     .and_then(Value::as_u64)
                     .and_then(|p| u16::try_from(p).ok())
-                    .or(self.port);
+                    .or(self.spec.port);
                 match (host, port) {
                     (Some(h), Some(p)) if !h.is_empty() => (h.to_owned(), p),
                     _ => {
@@ -313,17 +374,28 @@ impl ClusterProtocol for WsClusterSpec {
                 }
             }
         };
-        let stream = net::connect_tcp(&host, port, self.bind.as_ref()).await?;
+        let stream = net::connect_tcp(&host, port, self.spec.bind.as_ref()).await?;
         let remote = stream.peer_addr()?;
-        let request = upstream_request(&host, port, target.metadata)?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
-            request,
-            stream,
-            Some(config(self.max_message_size)),
-        )
-        .await
-        .map_err(|e| net::at(remote, ws_error(e)))?;
-        Ok(Stage::Conn(conn(ws, remote.to_string(), self.message)))
+        let config = Some(config(self.spec.max_message_size));
+        let handshake_failed = |e| net::at(remote, ws_error(e));
+        let conn = match &self.tls {
+            None => {
+                let request = upstream_request("ws", &host, port, target.metadata)?;
+                let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, config)
+                    .await
+                    .map_err(handshake_failed)?;
+                conn(ws, remote.to_string(), self.spec.message)
+            }
+            Some(tls) => {
+                let stream = tls.connect(&host, stream).await?;
+                let request = upstream_request("wss", &host, port, target.metadata)?;
+                let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, config)
+                    .await
+                    .map_err(handshake_failed)?;
+                conn(ws, remote.to_string(), self.spec.message)
+            }
+        };
+        Ok(Stage::Conn(conn))
     }
 }
 
@@ -331,8 +403,8 @@ impl ClusterProtocol for WsClusterSpec {
 pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &["ws"],
-    listener: Some(typed_listener::<WsListenerSpec>),
-    cluster: Some(typed_cluster::<WsClusterSpec>),
+    listener: Some(listener),
+    cluster: Some(cluster),
     listener_schema: Some(crate::core::build::schema::<WsListenerSpec>),
     cluster_schema: Some(crate::core::build::schema::<WsClusterSpec>),
     carries: Carries {

@@ -114,7 +114,7 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
-fn client_config(spec: &ClientTlsSpec) -> Result<ClientConfig, TlsError> {
+fn client_config(spec: &ClientTlsSpec, default_alpn: &[&str]) -> Result<ClientConfig, TlsError> {
     let builder =
         ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = if spec.verify {
@@ -139,7 +139,11 @@ fn client_config(spec: &ClientTlsSpec) -> Result<ClientConfig, TlsError> {
             ));
         }
     };
-    config.alpn_protocols = alpn_list(&spec.alpn)?;
+    config.alpn_protocols = if spec.alpn.is_empty() {
+        default_alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
+    } else {
+        alpn_list(&spec.alpn)?
+    };
     Ok(config)
 }
 
@@ -163,13 +167,16 @@ fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
 }
 
 impl Connector {
-    /// Loads the files now.
-    pub fn new(spec: &ClientTlsSpec) -> Result<Connector, TlsError> {
+    /// Loads the files now; `default_alpn` is offered when the spec names none.
+    pub fn new(
+        spec: &ClientTlsSpec,
+        default_alpn: &'static [&'static str],
+    ) -> Result<Connector, TlsError> {
         let server = spec.server_name.as_deref().map(server_name).transpose()?;
         let owned = spec.clone();
         let config = Reloading::new(
             spec.files().into_iter().map(Path::to_owned).collect(),
-            move || client_config(&owned),
+            move || client_config(&owned, default_alpn),
         )?;
         Ok(Connector {
             config,
