@@ -10,16 +10,43 @@ use crate::upstream::{Sink, pattern};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_nodelay(true).unwrap();
-    s
+/// A client connection of a workload: plain TCP, or TLS over it.
+pub trait Stream: Read + Write + Send {
+    /// Ends the sending direction (a TLS stream says close_notify first).
+    fn close_write(&mut self) -> std::io::Result<()>;
+    /// The TCP socket under it.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Stream for TcpStream {
+    fn close_write(&mut self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// Opens a workload's connections to one front.
+pub type Dial = Arc<dyn Fn() -> std::io::Result<Box<dyn Stream>> + Send + Sync>;
+
+/// A TCP connection to 127.0.0.1:`port`, Nagle off.
+pub fn connect_tcp(port: u16) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// Plain TCP connections to 127.0.0.1:`port`.
+pub fn plain(port: u16) -> Dial {
+    Arc::new(move || Ok(Box::new(connect_tcp(port)?) as Box<dyn Stream>))
 }
 
 /// Sends `bytes_per_stream` over each of `streams` connections into the verifying sink;
 /// returns Gbit/s of payload that arrived intact.
 pub fn tcp_throughput(
-    front: u16,
+    dial: &Dial,
     sink: &Sink,
     streams: usize,
     bytes_per_stream: u64,
@@ -30,8 +57,10 @@ pub fn tcp_throughput(
     let start = Instant::now();
     let writers: Vec<_> = (0..streams)
         .map(|_| {
+            let dial = dial.clone();
             std::thread::spawn(move || {
-                let mut s = connect(front);
+                let mut s = dial().map_err(|e| e.to_string())?;
+                s.tcp().set_read_timeout(None).map_err(|e| e.to_string())?;
                 // A whole number of pattern periods, so every block starts the pattern
                 // afresh and generating data costs nothing in the loop.
                 let block: Vec<u8> = (0..251 * 4096).map(pattern).collect();
@@ -41,8 +70,7 @@ pub fn tcp_throughput(
                     s.write_all(&block[..n]).map_err(|e| e.to_string())?;
                     offset += n as u64;
                 }
-                s.shutdown(std::net::Shutdown::Write)
-                    .map_err(|e| e.to_string())?;
+                s.close_write().map_err(|e| e.to_string())?;
                 // Hold the connection until the sink has everything (a proxy may close
                 // the upstream side when we close ours).
                 let _ = s.read(&mut [0u8; 1]);
@@ -74,15 +102,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Round trips of a 64-byte message over one TCP connection: (p50, p99) in µs.
-pub fn tcp_rtt(front: u16, rounds: usize) -> Result<(f64, f64), String> {
-    let mut s = connect(front);
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+pub fn tcp_rtt(dial: &Dial, rounds: usize) -> Result<(f64, f64), String> {
+    let mut s = dial().map_err(|e| e.to_string())?;
     let msg = [7u8; 64];
     let mut back = [0u8; 64];
     let mut times = Vec::with_capacity(rounds);
     for i in 0..rounds + 100 {
         let t = Instant::now();
         s.write_all(&msg).map_err(|e| e.to_string())?;
+        s.flush().map_err(|e| e.to_string())?;
         s.read_exact(&mut back).map_err(|e| e.to_string())?;
         if i >= 100 {
             times.push(t.elapsed().as_secs_f64() * 1e6);
@@ -144,24 +172,26 @@ pub fn udp_pps(front: u16, counter: &AtomicU64, secs: f64, max: u64) -> Result<f
     Ok(received as f64 / elapsed)
 }
 
-/// New TCP sessions per second: `workers` threads connect, exchange one byte, close.
-pub fn session_rate(front: u16, workers: usize, secs: f64) -> Result<f64, String> {
+/// New sessions per second: `workers` threads connect (and shake hands, over TLS),
+/// exchange one byte, close.
+pub fn session_rate(dial: &Dial, workers: usize, secs: f64) -> Result<f64, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..workers)
         .map(|_| {
             let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+            let dial = dial.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let ok = (|| {
-                        let mut s = TcpStream::connect(("127.0.0.1", front)).ok()?;
-                        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                        let mut s = dial().ok()?;
                         s.write_all(b"x").ok()?;
+                        s.flush().ok()?;
                         let mut b = [0u8; 1];
                         s.read_exact(&mut b).ok()?;
                         // RST instead of TIME_WAIT on the client side keeps ports free.
-                        set_linger_zero(&s);
+                        set_linger_zero(s.tcp());
                         Some(())
                     })();
                     if ok.is_some() {

@@ -4,6 +4,7 @@
 
 mod load;
 mod peers;
+mod tls;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -132,18 +133,20 @@ fn main() {
         holder: upstream::tcp_holder(),
     };
     let cx = Context { sink, udp_counter };
+    let certs_dir = peers::TempDir::new("certs");
+    let certs = tls::Certs::new(&certs_dir.0);
     let mut peers: Vec<Peer> = vec![
         peers::direct(up),
-        peers::l7mp(&o.l7mp, up),
+        peers::l7mp(&o.l7mp, up, &certs),
         peers::l7mp_offload(&o.l7mp, up),
     ];
     for (program, start) in [
-        ("socat", peers::socat as fn(Upstreams) -> Peer),
+        ("socat", peers::socat as fn(Upstreams, &tls::Certs) -> Peer),
         ("haproxy", peers::haproxy),
         ("nginx", peers::nginx),
     ] {
         if peers::available(program) {
-            peers.push(start(up));
+            peers.push(start(up, &certs));
         } else {
             eprintln!("{program} is not installed: left out (bench/run installs it)");
         }
@@ -166,17 +169,17 @@ fn main() {
                     &mut results,
                     "tcp_1stream_gbps",
                     p.name,
-                    load::tcp_throughput(port, &cx.sink, 1, one_stream),
+                    load::tcp_throughput(&load::plain(port), &cx.sink, 1, one_stream),
                 );
                 record(
                     &mut results,
                     "tcp_8streams_gbps",
                     p.name,
-                    load::tcp_throughput(port, &cx.sink, 8, per_stream8),
+                    load::tcp_throughput(&load::plain(port), &cx.sink, 8, per_stream8),
                 );
             }
             if let Some(port) = f.tcp_echo {
-                match load::tcp_rtt(port, 5000) {
+                match load::tcp_rtt(&load::plain(port), 5000) {
                     Ok((p50, p99)) => {
                         record(&mut results, "tcp_rtt_p50_us", p.name, Ok(p50));
                         record(&mut results, "tcp_rtt_p99_us", p.name, Ok(p99));
@@ -203,12 +206,35 @@ fn main() {
                 }
                 record(&mut results, "udp_100b_pps", p.name, pps);
             }
+            if let Some(port) = f.tls_sink {
+                record(
+                    &mut results,
+                    "tls_1stream_gbps",
+                    p.name,
+                    load::tcp_throughput(&certs.dial(port), &cx.sink, 1, one_stream / 2),
+                );
+            }
+            if let Some(port) = f.tls_echo {
+                match load::tcp_rtt(&certs.dial(port), 5000) {
+                    Ok((p50, p99)) => {
+                        record(&mut results, "tls_rtt_p50_us", p.name, Ok(p50));
+                        record(&mut results, "tls_rtt_p99_us", p.name, Ok(p99));
+                    }
+                    Err(e) => eprintln!("  tls rtt / {}: {e}", p.name),
+                }
+                record(
+                    &mut results,
+                    "tls_handshakes_per_s",
+                    p.name,
+                    load::session_rate(&certs.dial(port), 8, 2.0),
+                );
+            }
             if let Some(port) = f.rules_echo.or(f.tcp_echo) {
                 record(
                     &mut results,
                     "tcp_new_sessions_per_s",
                     p.name,
-                    load::session_rate(port, 8, 2.0),
+                    load::session_rate(&load::plain(port), 8, 2.0),
                 );
             }
         }

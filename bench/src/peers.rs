@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::tls::Certs;
+
 #[derive(Clone, Copy)]
 pub struct Upstreams {
     pub sink: u16,
@@ -24,6 +26,9 @@ pub struct Fronts {
     pub holder: Option<u16>,
     /// l7mp only: a listener with a few rules in front of a HashRing cluster (echo).
     pub rules_echo: Option<u16>,
+    /// TLS terminated in front of the sink and the echo upstream.
+    pub tls_sink: Option<u16>,
+    pub tls_echo: Option<u16>,
 }
 
 pub struct Peer {
@@ -58,7 +63,7 @@ impl Drop for Peer {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> TempDir {
+    pub fn new(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("l7mp-bench-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -108,7 +113,7 @@ pub fn direct(up: Upstreams) -> Peer {
         udp_echo: Some(up.udp_echo),
         udp_counter: Some(up.udp_counter),
         holder: Some(up.holder),
-        rules_echo: None,
+        ..Fronts::default()
     };
     Peer {
         name: "direct",
@@ -126,6 +131,8 @@ fn fronts_all() -> Fronts {
         udp_counter: Some(free_port()),
         holder: Some(free_port()),
         rules_echo: None,
+        tls_sink: Some(free_port()),
+        tls_echo: Some(free_port()),
     }
 }
 
@@ -136,23 +143,31 @@ fn udp_listener(name: &str, port: u16, upstream: u16) -> String {
     )
 }
 
-pub fn l7mp(binary: &Path, up: Upstreams) -> Peer {
+pub fn l7mp(binary: &Path, up: Upstreams, certs: &Certs) -> Peer {
     let mut f = fronts_all();
     f.rules_echo = Some(free_port());
-    let tcp = |name: &str, port: u16, upstream: u16| {
+    let listener = |name: &str, port: u16, upstream: u16, tls: &str| {
         format!(
-            "  - name: {name}\n    spec: {{protocol: TCP, port: {port}, address: 127.0.0.1}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: TCP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
+            "  - name: {name}\n    spec: {{protocol: TCP, port: {port}, address: 127.0.0.1{tls}}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: TCP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
         )
     };
+    let tcp = |name: &str, port: u16, upstream: u16| listener(name, port, upstream, "");
+    let tls = format!(
+        ", tls: {{cert: {}, key: {}}}",
+        certs.cert.display(),
+        certs.key.display()
+    );
     let rules = format!(
         "  - name: rules\n    spec: {{protocol: TCP, port: {port}, address: 127.0.0.1}}\n    rules:\n      - match: {{op: test, path: /IP/src_addr, value: 10.1.1.1}}\n        action: {{route: {{destination: ring}}}}\n      - match: {{op: and, apply: [{{op: starts, path: /IP/src_addr, value: '192.'}}, {{op: more, path: /TCP/src_port, value: 0}}]}}\n        action: {{route: {{destination: ring}}}}\n      - match: {{op: starts, path: /IP/src_addr, value: '127.'}}\n        action:\n          rewrite: [{{path: /labels/tenant, value: bench}}]\n          route: {{destination: ring}}\nclusters:\n  - name: ring\n    spec: {{protocol: TCP, port: {upstream}}}\n    loadbalancer: {{policy: HashRing, key: /TCP/src_port}}\n    endpoints:\n      - {{name: e1, spec: {{address: 127.0.0.1}}}}\n      - {{name: e2, spec: {{address: 127.0.0.1}}, weight: 2}}\n      - {{name: e3, spec: {{address: 127.0.0.1}}}}\n",
         port = f.rules_echo.unwrap(),
         upstream = up.tcp_echo
     );
     let config = format!(
-        "admin: {{log_level: error}}\nlisteners:\n{}{}{}{}{}{}",
+        "admin: {{log_level: error}}\nlisteners:\n{}{}{}{}{}{}{}{}",
         tcp("sink", f.sink.unwrap(), up.sink),
         tcp("echo", f.tcp_echo.unwrap(), up.tcp_echo),
+        listener("tls-sink", f.tls_sink.unwrap(), up.sink, &tls),
+        listener("tls-echo", f.tls_echo.unwrap(), up.tcp_echo, &tls),
         tcp("holder", f.holder.unwrap(), up.holder),
         udp_listener("uecho", f.udp_echo.unwrap(), up.udp_echo),
         udp_listener("ucount", f.udp_counter.unwrap(), up.udp_counter),
@@ -203,9 +218,19 @@ fn run_l7mp(binary: &Path, name: &'static str, config: &str, fronts: Fronts) -> 
     }
 }
 
-pub fn socat(up: Upstreams) -> Peer {
+pub fn socat(up: Upstreams, certs: &Certs) -> Peer {
     let f = fronts_all();
     let mut children = Vec::new();
+    for (front, upstream) in [(f.tls_sink, up.sink), (f.tls_echo, up.tcp_echo)] {
+        children.push(spawn(Command::new("socat").args([
+            format!(
+                "OPENSSL-LISTEN:{},bind=127.0.0.1,fork,reuseaddr,backlog=4096,cert={},verify=0",
+                front.unwrap(),
+                certs.combined.display()
+            ),
+            format!("TCP:127.0.0.1:{upstream},nodelay"),
+        ])));
+    }
     for (front, upstream) in [
         (f.sink, up.sink),
         (f.tcp_echo, up.tcp_echo),
@@ -235,7 +260,7 @@ pub fn socat(up: Upstreams) -> Peer {
     }
 }
 
-pub fn haproxy(up: Upstreams) -> Peer {
+pub fn haproxy(up: Upstreams, certs: &Certs) -> Peer {
     let dir = TempDir::new("haproxy");
     let mut f = fronts_all();
     f.udp_echo = None;
@@ -253,6 +278,13 @@ pub fn haproxy(up: Upstreams) -> Peer {
             front.unwrap()
         );
     }
+    for (name, front) in [("sink", f.tls_sink), ("echo", f.tls_echo)] {
+        cfg += &format!(
+            "frontend f_tls_{name}\n  bind 127.0.0.1:{} ssl crt {}\n  default_backend b_{name}\n",
+            front.unwrap(),
+            certs.combined.display()
+        );
+    }
     let path = dir.0.join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();
     let child = spawn(Command::new("haproxy").args(["-f", path.to_str().unwrap(), "-db"]));
@@ -265,7 +297,7 @@ pub fn haproxy(up: Upstreams) -> Peer {
     }
 }
 
-pub fn nginx(up: Upstreams) -> Peer {
+pub fn nginx(up: Upstreams, certs: &Certs) -> Peer {
     let dir = TempDir::new("nginx");
     let f = fronts_all();
     let mut servers = String::new();
@@ -277,6 +309,14 @@ pub fn nginx(up: Upstreams) -> Peer {
         servers += &format!(
             "  server {{ listen 127.0.0.1:{}; proxy_pass 127.0.0.1:{upstream}; tcp_nodelay on; }}\n",
             front.unwrap()
+        );
+    }
+    for (front, upstream) in [(f.tls_sink, up.sink), (f.tls_echo, up.tcp_echo)] {
+        servers += &format!(
+            "  server {{ listen 127.0.0.1:{} ssl; ssl_certificate {}; ssl_certificate_key {}; proxy_pass 127.0.0.1:{upstream}; tcp_nodelay on; }}\n",
+            front.unwrap(),
+            certs.cert.display(),
+            certs.key.display()
         );
     }
     for (front, upstream) in [(f.udp_echo, up.udp_echo), (f.udp_counter, up.udp_counter)] {

@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod cli;
 mod compat;
+mod dtls;
 mod hardening;
 mod ipc;
 mod jsonsocket;

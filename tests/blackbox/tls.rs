@@ -192,9 +192,20 @@ impl Peer {
     /// `openssl s_client` to 127.0.0.1:`port`, verifying against `ca`, asking for
     /// `sni`, presenting `cert` if given.
     pub fn client(port: u16, ca: &Path, sni: Option<&str>, cert: Option<&Issued>) -> Peer {
-        let mut args: Vec<String> = ["s_client", "-quiet", "-verify_return_error", "-connect"]
-            .map(String::from)
-            .into();
+        Peer::client_with(&[], port, ca, sni, cert)
+    }
+
+    /// `openssl s_client` with `extra` options first (`-dtls1_2`).
+    pub fn client_with(
+        extra: &[&str],
+        port: u16,
+        ca: &Path,
+        sni: Option<&str>,
+        cert: Option<&Issued>,
+    ) -> Peer {
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        args.splice(0..0, ["s_client".to_owned()]);
+        args.extend(["-quiet", "-verify_return_error", "-connect"].map(String::from));
         args.push(format!("127.0.0.1:{port}"));
         args.extend(["-CAfile".into(), s(ca)]);
         match sni {
@@ -210,9 +221,19 @@ impl Peer {
     /// Sends a line, answers the line that comes back (`None`: nothing within 5 s,
     /// or the peer gave up).
     pub fn line(&mut self, msg: &str) -> Option<String> {
+        self.send(msg)?;
+        self.next_line()
+    }
+
+    /// Writes a line to the peer's input (what it sends on).
+    pub fn send(&mut self, msg: &str) -> Option<()> {
         let stdin = self.stdin.as_mut()?;
         stdin.write_all(format!("{msg}\n").as_bytes()).ok()?;
-        stdin.flush().ok()?;
+        stdin.flush().ok()
+    }
+
+    /// The next line the peer prints (what it received), within 5 s.
+    pub fn next_line(&mut self) -> Option<String> {
         self.lines.recv_timeout(Duration::from_secs(5)).ok()
     }
 }

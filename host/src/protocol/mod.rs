@@ -3,6 +3,7 @@
 //! declares its `PROTOCOL`; the one line below both adds the file and registers it
 //! (the composition root, `registry.rs`, lists [`ALL`]).
 
+pub mod dtls;
 pub mod http_conn;
 mod http_connect;
 pub mod http_meta;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::core::build::BuildContext;
 use crate::core::error::{ConfigError, Result};
 use crate::core::{Conn, stream};
+use crate::tls::dtls::{DtlsAcceptor, DtlsConnector};
 use crate::tls::{Acceptor, ClientTlsSpec, Connector, ReadsFiles, ServerTlsSpec, TlsMode};
 
 /// Refuses TLS files to a change that may not read host files.
@@ -19,7 +20,7 @@ fn may_read(spec: &dyn ReadsFiles, cx: &BuildContext<'_>) -> Result<()> {
     if spec.files().is_empty() {
         Ok(())
     } else {
-        cx.reach_host("spec.tls reads certificate and key files")
+        cx.reach_host("spec.tls (and spec.dtls) reads certificate and key files")
     }
 }
 
@@ -78,6 +79,32 @@ pub fn connector(
     may_read(spec, cx)?;
     let connector = Connector::new(spec, default_alpn).map_err(invalid)?;
     Ok(Some(Arc::new(connector)))
+}
+
+/// Builds a UDP listener's `spec.dtls`.
+pub fn dtls_acceptor(
+    spec: Option<&ServerTlsSpec>,
+    cx: &BuildContext<'_>,
+) -> Result<Option<Arc<DtlsAcceptor>>> {
+    let Some(spec) = spec else { return Ok(None) };
+    may_read(spec, cx)?;
+    let acceptor = DtlsAcceptor::new(spec).map_err(invalid_dtls)?;
+    Ok(Some(Arc::new(acceptor)))
+}
+
+/// Builds a UDP cluster's `spec.dtls`.
+pub fn dtls_connector(
+    spec: Option<&ClientTlsSpec>,
+    cx: &BuildContext<'_>,
+) -> Result<Option<Arc<DtlsConnector>>> {
+    let Some(spec) = spec else { return Ok(None) };
+    may_read(spec, cx)?;
+    let connector = DtlsConnector::new(spec).map_err(invalid_dtls)?;
+    Ok(Some(Arc::new(connector)))
+}
+
+fn invalid_dtls(e: crate::tls::TlsError) -> ConfigError {
+    ConfigError::invalid(format!("spec.dtls: {e}"))
 }
 
 /// Terminates TLS on an accepted stream: the plaintext connection, with the

@@ -32,7 +32,11 @@ use super::{
 };
 use crate::core::UdpPath;
 use crate::core::bounds::Seconds;
-use crate::core::build::{BuildContext, Carries, Protocol, typed_cluster};
+use super::dtls::{self, DtlsSink};
+use super::secure;
+use crate::core::build::{BuildContext, Carries, Protocol};
+use crate::tls::dtls::{DtlsAcceptor, DtlsConnector};
+use crate::tls::{ClientTlsSpec, ServerTlsSpec};
 
 pub const NAME: &str = "UDP";
 /// The largest UDP payload.
@@ -51,6 +55,33 @@ pub struct UdpListenerSpec {
     connect: Option<HostPort>,
     #[serde(default)]
     options: Option<UdpOptions>,
+    /// DTLS 1.2 per session: `{cert, key, client_ca?}`.
+    #[serde(default)]
+    dtls: Option<ServerTlsSpec>,
+}
+
+/// A UDP listener, shaking DTLS hands with each session when it has `spec.dtls`.
+#[derive(Debug)]
+pub struct UdpListener {
+    spec: UdpListenerSpec,
+    dtls: Option<Arc<DtlsAcceptor>>,
+}
+
+#[async_trait]
+impl ListenerProtocol for UdpListener {
+    async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
+        match &self.dtls {
+            None => self.spec.start(cx).await,
+            Some(acceptor) => {
+                let sink = Arc::new(DtlsSink {
+                    inner: cx.sink.clone(),
+                    acceptor: acceptor.clone(),
+                    listener: cx.name.clone(),
+                });
+                self.spec.start(cx.with_sink(sink)).await
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default, Clone, utoipa::ToSchema)]
@@ -132,8 +163,7 @@ pub(super) fn new_socket(
     UdpSocket::from_std(socket.into())
 }
 
-#[async_trait]
-impl ListenerProtocol for UdpListenerSpec {
+impl UdpListenerSpec {
     async fn start(&self, cx: ListenerContext) -> io::Result<ListenerTask> {
         let options = &cx.options;
         let mode = self
@@ -437,13 +467,41 @@ impl ChunkTx for SocketTx {
     }
 }
 
-/// `port` and `bind`, as every socket cluster.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-pub struct UdpClusterSpec(net::SocketClusterSpec);
+/// `port` and `bind`, as every socket cluster, and `dtls`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct UdpClusterSpec {
+    /// The endpoints' port (an endpoint's own `spec.port` wins).
+    #[serde(default)]
+    port: Option<u16>,
+    /// Where the cluster's sockets bind.
+    #[serde(default)]
+    bind: Option<HostPort>,
+    /// DTLS 1.2 to the endpoints: `{ca?, server_name?, cert?, key?, verify}`.
+    #[serde(default)]
+    dtls: Option<ClientTlsSpec>,
+}
+
+#[derive(Debug)]
+pub struct UdpCluster {
+    socket: net::SocketClusterSpec,
+    dtls: Option<Arc<DtlsConnector>>,
+}
+
+fn udp_cluster(
+    spec: &serde_json::Value,
+    cx: &BuildContext<'_>,
+) -> crate::core::Result<Arc<dyn ClusterProtocol>> {
+    let spec: UdpClusterSpec = cx.parse(spec, "spec")?;
+    let dtls = secure::dtls_connector(spec.dtls.as_ref(), cx)?;
+    let socket = net::SocketClusterSpec {
+        port: spec.port,
+        bind: spec.bind,
+    };
+    Ok(Arc::new(UdpCluster { socket, dtls }))
+}
 
 #[async_trait]
-impl ClusterProtocol for UdpClusterSpec {
+impl ClusterProtocol for UdpCluster {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -451,7 +509,7 @@ impl ClusterProtocol for UdpClusterSpec {
         true
     }
     async fn connect(&self, target: Target<'_>) -> io::Result<Stage> {
-        let (remote, local) = self.0.addresses(&target).await?;
+        let (remote, local) = self.socket.addresses(&target).await?;
         let socket = Arc::new(new_socket(local, Reuse::Cluster, None)?);
         socket
             .connect(remote)
@@ -463,8 +521,17 @@ impl ClusterProtocol for UdpClusterSpec {
             Box::new(SocketTx::new(socket.clone(), None)),
             remote.to_string(),
         );
-        conn.udp = udp_path(&socket, None);
-        Ok(Stage::Conn(conn))
+        match &self.dtls {
+            None => {
+                conn.udp = udp_path(&socket, None);
+                Ok(Stage::Conn(conn))
+            }
+            // Encrypted in userspace: the kernel fast path cannot take it over.
+            Some(dtls) => {
+                let host = target.host_port(self.socket.port)?.0;
+                Ok(Stage::Conn(dtls::connect(dtls, &host, conn).await?))
+            }
+        }
     }
 }
 
@@ -473,9 +540,9 @@ pub const PROTOCOL: Protocol = Protocol {
     name: NAME,
     aliases: &[],
     listener: Some(udp_listener),
-    cluster: Some(typed_cluster::<UdpClusterSpec>),
+    cluster: Some(udp_cluster),
     listener_schema: Some(crate::core::build::schema::<UdpListenerSpec>),
-    cluster_schema: Some(crate::core::build::schema::<net::SocketClusterSpec>),
+    cluster_schema: Some(crate::core::build::schema::<UdpClusterSpec>),
     carries: Carries {
         codec: true,
         jsonsocket_listener: true,
@@ -490,5 +557,6 @@ fn udp_listener(
     let udp: UdpListenerSpec = cx.parse(spec, "spec")?;
     udp.validate()
         .map_err(|e| crate::core::ConfigError::invalid(format!("spec: {e}")))?;
-    Ok(Arc::new(udp))
+    let dtls = secure::dtls_acceptor(udp.dtls.as_ref(), cx)?;
+    Ok(Arc::new(UdpListener { spec: udp, dtls }))
 }

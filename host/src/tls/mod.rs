@@ -5,9 +5,14 @@
 //! change ([`reload`]), so certificates rotate without dropping a session, and the
 //! handshake's facts become session metadata ([`meta`]) that rules can route on.
 //!
-//! This layer knows files, sockets and rustls; the protocols that use it know it.
+//! DTLS ([`dtls`]) is OpenSSL's, since rustls has none; its contexts follow the same
+//! specs and reload the same way.
+//!
+//! This layer knows files, sockets, rustls and OpenSSL; the protocols that use it
+//! know it.
 
 mod client;
+pub mod dtls;
 mod files;
 pub mod meta;
 mod reload;
