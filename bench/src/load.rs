@@ -168,7 +168,11 @@ pub fn udp_pps(front: u16, counter: &AtomicU64, secs: f64, max: u64) -> Result<f
     }
     let elapsed = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
-    let received = counter.load(Ordering::SeqCst) - before - 1;
+    // Less the datagram that opened the session.
+    let received = counter.load(Ordering::SeqCst).saturating_sub(before + 1);
+    if received == 0 {
+        return Err("no datagram arrived".into());
+    }
     Ok(received as f64 / elapsed)
 }
 

@@ -229,6 +229,23 @@ fn main() {
                     load::session_rate(&certs.dial(port), 8, 2.0),
                 );
             }
+            if let Some(port) = f.dtls_echo {
+                match load::udp_rtt(port, 5000) {
+                    Ok((p50, p99)) => {
+                        record(&mut results, "dtls_tunnel_rtt_p50_us", p.name, Ok(p50));
+                        record(&mut results, "dtls_tunnel_rtt_p99_us", p.name, Ok(p99));
+                    }
+                    Err(e) => eprintln!("  dtls rtt / {}: {e}", p.name),
+                }
+            }
+            if let Some(port) = f.dtls_counter {
+                record(
+                    &mut results,
+                    "dtls_tunnel_100b_pps",
+                    p.name,
+                    load::udp_pps(port, &cx.udp_counter, 2.0, 5_000_000),
+                );
+            }
             if let Some(port) = f.rules_echo.or(f.tcp_echo) {
                 record(
                     &mut results,
@@ -317,12 +334,13 @@ fn is_latency(metric: &str) -> bool {
     metric.contains("rtt")
 }
 
+/// A latency is compared as what the proxy adds to the direct round trip, where there
+/// is one (TLS and DTLS have no direct baseline: their latencies compare whole).
 fn comparable(results: &Results, metric: &str, peer: &str) -> Option<f64> {
     let v = get(results, metric, peer)?;
-    if is_latency(metric) {
-        Some(v - get(results, metric, "direct")?)
-    } else {
-        Some(v)
+    match get(results, metric, "direct") {
+        Some(direct) if is_latency(metric) => Some(v - direct),
+        _ => Some(v),
     }
 }
 
@@ -370,7 +388,7 @@ fn report(results: &Results, peers: &[&'static str]) -> String {
         }
         out.push('\n');
     }
-    out += "(rtt ratios compare the latency each proxy adds to the direct round trip)\n\n";
+    out += "(rtt ratios compare the latency each proxy adds to the direct round trip; tls and dtls\n rtts compare whole; a dtls tunnel is two of the peer's instances, client and server side)\n\n";
     for (target, met) in targets(results).as_object().into_iter().flatten() {
         out += &format!("target {target}: {}\n", met);
     }

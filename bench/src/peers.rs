@@ -29,6 +29,10 @@ pub struct Fronts {
     /// TLS terminated in front of the sink and the echo upstream.
     pub tls_sink: Option<u16>,
     pub tls_echo: Option<u16>,
+    /// Plain UDP in, through a DTLS tunnel between two of the peer's own ends, to the
+    /// echo and the counter.
+    pub dtls_echo: Option<u16>,
+    pub dtls_counter: Option<u16>,
 }
 
 pub struct Peer {
@@ -76,12 +80,21 @@ impl Drop for TempDir {
     }
 }
 
+/// A port free for both TCP and UDP on 127.0.0.1, never handed out twice: fronts of
+/// either kind, and the inner ends of tunnels, must not meet each other or the
+/// upstreams (a UDP socket bound with SO_REUSEADDR would share a port silently).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && GIVEN.lock().unwrap().insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 fn wait_tcp(port: u16) {
@@ -133,6 +146,8 @@ fn fronts_all() -> Fronts {
         rules_echo: None,
         tls_sink: Some(free_port()),
         tls_echo: Some(free_port()),
+        dtls_echo: None,
+        dtls_counter: None,
     }
 }
 
@@ -146,6 +161,8 @@ fn udp_listener(name: &str, port: u16, upstream: u16) -> String {
 pub fn l7mp(binary: &Path, up: Upstreams, certs: &Certs) -> Peer {
     let mut f = fronts_all();
     f.rules_echo = Some(free_port());
+    f.dtls_echo = Some(free_port());
+    f.dtls_counter = Some(free_port());
     let listener = |name: &str, port: u16, upstream: u16, tls: &str| {
         format!(
             "  - name: {name}\n    spec: {{protocol: TCP, port: {port}, address: 127.0.0.1{tls}}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: TCP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n"
@@ -163,7 +180,7 @@ pub fn l7mp(binary: &Path, up: Upstreams, certs: &Certs) -> Peer {
         upstream = up.tcp_echo
     );
     let config = format!(
-        "admin: {{log_level: error}}\nlisteners:\n{}{}{}{}{}{}{}{}",
+        "admin: {{log_level: error}}\nlisteners:\n{}{}{}{}{}{}{}{}{}{}",
         tcp("sink", f.sink.unwrap(), up.sink),
         tcp("echo", f.tcp_echo.unwrap(), up.tcp_echo),
         listener("tls-sink", f.tls_sink.unwrap(), up.sink, &tls),
@@ -171,9 +188,24 @@ pub fn l7mp(binary: &Path, up: Upstreams, certs: &Certs) -> Peer {
         tcp("holder", f.holder.unwrap(), up.holder),
         udp_listener("uecho", f.udp_echo.unwrap(), up.udp_echo),
         udp_listener("ucount", f.udp_counter.unwrap(), up.udp_counter),
+        dtls_tunnel(certs, "techo", f.dtls_echo.unwrap(), up.udp_echo),
+        dtls_tunnel(certs, "tcount", f.dtls_counter.unwrap(), up.udp_counter),
+        // Last: it ends with the clusters.
         rules
     );
     run_l7mp(binary, "l7mp", &config, f)
+}
+
+/// Two l7mp listeners as config YAML: plain UDP on `front`, tunnelled over DTLS to a
+/// DTLS listener that forwards to `upstream`.
+fn dtls_tunnel(certs: &Certs, name: &str, front: u16, upstream: u16) -> String {
+    let inner = free_port();
+    format!(
+        "  - name: {name}-in\n    spec: {{protocol: UDP, port: {front}, address: 127.0.0.1}}\n    options: {{mode: server, idle_timeout: 60}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: UDP, port: {inner}, dtls: {{ca: {ca}, server_name: localhost}}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n  - name: {name}-out\n    spec: {{protocol: UDP, port: {inner}, address: 127.0.0.1, dtls: {{cert: {cert}, key: {key}}}}}\n    options: {{mode: server, idle_timeout: 60}}\n    rules:\n      - action:\n          route:\n            destination:\n              spec: {{protocol: UDP, port: {upstream}}}\n              endpoints: [{{spec: {{address: 127.0.0.1}}}}]\n",
+        ca = certs.ca.display(),
+        cert = certs.cert.display(),
+        key = certs.key.display(),
+    )
 }
 
 /// l7mp with the kernel UDP fast path on loopback (UDP workloads only).
@@ -219,8 +251,30 @@ fn run_l7mp(binary: &Path, name: &'static str, config: &str, fronts: Fronts) -> 
 }
 
 pub fn socat(up: Upstreams, certs: &Certs) -> Peer {
-    let f = fronts_all();
+    let mut f = fronts_all();
+    f.dtls_echo = Some(free_port());
+    f.dtls_counter = Some(free_port());
     let mut children = Vec::new();
+    for (front, upstream) in [(f.dtls_echo, up.udp_echo), (f.dtls_counter, up.udp_counter)] {
+        let inner = free_port();
+        children.push(spawn(Command::new("socat").args([
+            format!(
+                "UDP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr",
+                front.unwrap()
+            ),
+            format!(
+                "OPENSSL-DTLS-CLIENT:127.0.0.1:{inner},cafile={},commonname=localhost",
+                certs.ca.display()
+            ),
+        ])));
+        children.push(spawn(Command::new("socat").args([
+            format!(
+                "OPENSSL-DTLS-SERVER:{inner},bind=127.0.0.1,fork,reuseaddr,cert={},verify=0",
+                certs.combined.display()
+            ),
+            format!("UDP:127.0.0.1:{upstream}"),
+        ])));
+    }
     for (front, upstream) in [(f.tls_sink, up.sink), (f.tls_echo, up.tcp_echo)] {
         children.push(spawn(Command::new("socat").args([
             format!(
@@ -313,7 +367,7 @@ pub fn nginx(up: Upstreams, certs: &Certs) -> Peer {
     }
     for (front, upstream) in [(f.tls_sink, up.sink), (f.tls_echo, up.tcp_echo)] {
         servers += &format!(
-            "  server {{ listen 127.0.0.1:{} ssl; ssl_certificate {}; ssl_certificate_key {}; proxy_pass 127.0.0.1:{upstream}; tcp_nodelay on; }}\n",
+            "  server {{ listen 127.0.0.1:{} ssl; ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3; proxy_pass 127.0.0.1:{upstream}; tcp_nodelay on; }}\n",
             front.unwrap(),
             certs.cert.display(),
             certs.key.display()

@@ -16,6 +16,7 @@ use crate::load::{self, Dial, Stream};
 
 /// The certificate the peers serve.
 pub struct Certs {
+    pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
     /// Certificate and key in one file, as HAProxy and socat take them.
@@ -116,6 +117,7 @@ impl Certs {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Certs {
+            ca: dir.join("ca.pem"),
             cert,
             key,
             combined,

@@ -487,7 +487,7 @@ impl Proxy {
             None => None,
             Some(spec) => {
                 let acceptor =
-                    Acceptor::new(spec, &["http/1.1"]).map_err(|e| format!("admin.{e}"))?;
+                    Acceptor::new(spec, &["http/1.1"]).map_err(|e| format!("admin.tls: {e}"))?;
                 Some((spec.clone(), Arc::new(acceptor)))
             }
         };

@@ -54,7 +54,8 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
                         let client = tls::meta::peer(stream.get_ref().1).map(Arc::new);
                         serve_connection(stream, client, router, &limits).await
                     }
-                    Err(e) => tracing::debug!(%peer, "API TLS handshake: {e}"),
+                    // A client without a good certificate is an authentication failure.
+                    Err(e) => tracing::warn!(%peer, "API TLS handshake failed: {e}"),
                 },
             }
             open.fetch_sub(1, Ordering::Relaxed);

@@ -35,38 +35,48 @@ pub enum ServerTls {
     Passthrough,
 }
 
-/// Builds a listener's `spec.tls`; `passthrough` says whether this protocol may pass
-/// TLS through (a byte stream may; HTTP and WebSocket must read what they carry).
+/// Builds a listener's `spec.tls` for a byte stream, which may also pass TLS through.
 pub fn server(
     spec: Option<&ServerTlsSpec>,
     cx: &BuildContext<'_>,
     default_alpn: &'static [&'static str],
-    passthrough: bool,
 ) -> Result<Option<ServerTls>> {
-    let Some(spec) = spec else { return Ok(None) };
-    match spec.mode {
-        TlsMode::Passthrough if passthrough => Ok(Some(ServerTls::Passthrough)),
-        TlsMode::Passthrough => Err(ConfigError::invalid(
-            "spec.tls: passthrough is for TCP listeners: this protocol reads what it carries",
-        )),
-        TlsMode::Terminate => {
-            may_read(spec, cx)?;
-            let acceptor = Acceptor::new(spec, default_alpn).map_err(invalid)?;
-            Ok(Some(ServerTls::Terminate(Arc::new(acceptor))))
-        }
+    match spec {
+        None => Ok(None),
+        Some(spec) if spec.mode == TlsMode::Passthrough => Ok(Some(ServerTls::Passthrough)),
+        Some(spec) => Ok(Some(ServerTls::Terminate(terminate(
+            spec,
+            cx,
+            default_alpn,
+        )?))),
     }
 }
 
-/// Builds a listener's `spec.tls` where only termination makes sense.
+/// Builds a listener's `spec.tls` where only termination makes sense (HTTP and
+/// WebSocket read what they carry).
 pub fn acceptor(
     spec: Option<&ServerTlsSpec>,
     cx: &BuildContext<'_>,
     default_alpn: &'static [&'static str],
 ) -> Result<Option<Arc<Acceptor>>> {
-    Ok(server(spec, cx, default_alpn, false)?.map(|tls| match tls {
-        ServerTls::Terminate(a) => a,
-        ServerTls::Passthrough => unreachable!("refused above"),
-    }))
+    match spec {
+        None => Ok(None),
+        Some(spec) if spec.mode == TlsMode::Passthrough => Err(ConfigError::invalid(
+            "spec.tls: passthrough is for TCP listeners: this protocol reads what it carries",
+        )),
+        Some(spec) => terminate(spec, cx, default_alpn).map(Some),
+    }
+}
+
+fn terminate(
+    spec: &ServerTlsSpec,
+    cx: &BuildContext<'_>,
+    default_alpn: &'static [&'static str],
+) -> Result<Arc<Acceptor>> {
+    may_read(spec, cx)?;
+    Ok(Arc::new(
+        Acceptor::new(spec, default_alpn).map_err(invalid)?,
+    ))
 }
 
 /// Builds a cluster's `spec.tls`; `default_alpn` is offered when it names none.

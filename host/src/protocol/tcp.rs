@@ -40,7 +40,7 @@ pub struct TcpListener {
 
 fn listener(spec: &Value, cx: &BuildContext<'_>) -> Result<Arc<dyn ListenerProtocol>> {
     let spec: TcpListenerSpec = cx.parse(spec, "spec")?;
-    let tls = secure::server(spec.tls.as_ref(), cx, &[], true)?;
+    let tls = secure::server(spec.tls.as_ref(), cx, &[])?;
     Ok(Arc::new(TcpListener { spec, tls }))
 }
 

@@ -41,9 +41,9 @@ pub enum TlsError {
     },
     #[error("{}: {what}", path.display())]
     Pem { path: PathBuf, what: String },
-    #[error("tls: {0}")]
+    #[error("{0}")]
     Spec(String),
-    #[error("tls: {0}")]
+    #[error("{0}")]
     Rustls(#[from] rustls::Error),
 }
 
