@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use crate::tls::{Peer, Pki, route_to, s};
+use crate::tls::{Peer, Pki, openssl_server, route_to};
 
 fn udp_cluster(name: &str, port: u16, dtls: Option<Value>) -> Value {
     let mut spec = json!({"protocol": "UDP", "port": port});
@@ -77,20 +77,7 @@ fn dtls_clusters_talk_to_openssl_servers_and_verify_them() {
     pki.ca("other");
     let id = pki.server("ca", "server");
     let server_port = free_udp_port();
-    let args: Vec<String> = [
-        "s_server",
-        "-dtls1_2",
-        "-quiet",
-        "-accept",
-        &format!("127.0.0.1:{server_port}"),
-        "-cert",
-        &s(&id.cert),
-        "-key",
-        &s(&id.key),
-    ]
-    .map(String::from)
-    .into();
-    let mut server = Peer::spawn_in(&args, &pki.path(""));
+    let mut server = openssl_server(server_port, &id, &["-dtls1_2"], &pki.path(""));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let proxy = Proxy::start_trusted();
     proxy.create(
@@ -118,20 +105,7 @@ fn dtls_clusters_talk_to_openssl_servers_and_verify_them() {
     // A server the cluster cannot verify gets no datagram through.
     drop(server);
     let untrusted_port = free_udp_port();
-    let args: Vec<String> = [
-        "s_server",
-        "-dtls1_2",
-        "-quiet",
-        "-accept",
-        &format!("127.0.0.1:{untrusted_port}"),
-        "-cert",
-        &s(&id.cert),
-        "-key",
-        &s(&id.key),
-    ]
-    .map(String::from)
-    .into();
-    let mut untrusted = Peer::spawn_in(&args, &pki.path(""));
+    let mut untrusted = openssl_server(untrusted_port, &id, &["-dtls1_2"], &pki.path(""));
     std::thread::sleep(std::time::Duration::from_millis(300));
     proxy.create(
         "/api/v1/clusters",

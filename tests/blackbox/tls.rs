@@ -163,7 +163,7 @@ impl Peer {
     }
 
     /// `openssl` with `args`, in `dir`.
-    pub fn spawn_in(args: &[String], dir: &Path) -> Peer {
+    fn spawn_in(args: &[String], dir: &Path) -> Peer {
         let mut child = Command::new("openssl")
             .args(args)
             .current_dir(dir)
@@ -245,15 +245,20 @@ impl Drop for Peer {
     }
 }
 
+/// `openssl s_server -quiet` on 127.0.0.1:`port` with `options` (`-rev`, `-WWW`,
+/// `-dtls1_2`, ...), serving `id`, in `dir`.
+pub fn openssl_server(port: u16, id: &Issued, options: &[&str], dir: &Path) -> Peer {
+    let mut args: Vec<String> = ["s_server", "-quiet"].map(String::from).into();
+    args.extend(options.iter().map(|a| a.to_string()));
+    args.extend(["-accept".into(), format!("127.0.0.1:{port}")]);
+    args.extend(["-cert".into(), s(&id.cert), "-key".into(), s(&id.key)]);
+    Peer::spawn_in(&args, dir)
+}
+
 /// `openssl s_server -rev` on `port`: it answers every line reversed.
 pub fn reversing_server(port: u16, id: &Issued, extra: &[&str]) -> Peer {
-    let mut args: Vec<String> = ["s_server", "-quiet", "-rev", "-accept"]
-        .map(String::from)
-        .into();
-    args.push(format!("127.0.0.1:{port}"));
-    args.extend(["-cert".into(), s(&id.cert), "-key".into(), s(&id.key)]);
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let server = Peer::spawn(&args);
+    let options = [&["-rev"], extra].concat();
+    let server = openssl_server(port, id, &options, &std::env::temp_dir());
     eventually("openssl s_server to listen", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });

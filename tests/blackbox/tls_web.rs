@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 use crate::http::{http_cluster, http_upstream};
-use crate::tls::{Peer, Pki, route_to, s};
+use crate::tls::{Pki, openssl_server, route_to};
 
 /// `curl` to `url`, trusting `ca` (`--http2` or `--http1.1` as `version`): the body
 /// and the HTTP version, or `None` if no answer came.
@@ -94,20 +94,7 @@ fn https_clusters_verify_openssl_and_negotiate_http2_with_l7mp() {
     let id = pki.server("ca", "web");
     std::fs::write(pki.path("hello.txt"), "hello from openssl\n").unwrap();
     let www = free_tcp_port();
-    let args: Vec<String> = [
-        "s_server",
-        "-quiet",
-        "-WWW",
-        "-accept",
-        &format!("127.0.0.1:{www}"),
-        "-cert",
-        &s(&id.cert),
-        "-key",
-        &s(&id.key),
-    ]
-    .map(String::from)
-    .into();
-    let _server = Peer::spawn_in(&args, &pki.path(""));
+    let _server = openssl_server(www, &id, &["-WWW"], &pki.path(""));
     eventually("openssl s_server -WWW", || {
         std::net::TcpStream::connect(("127.0.0.1", www)).ok()
     });
@@ -213,5 +200,53 @@ fn wss_listeners_and_clusters_carry_messages() {
     assert_eq!(
         inner["metadata"]["HTTP"]["url"]["protocol"], "wss:",
         "{inner}"
+    );
+}
+
+#[test]
+fn jsonsocket_runs_over_tls_on_both_sides() {
+    let pki = Pki::new("jsonsocket");
+    let ca = pki.ca("ca");
+    let id = pki.server("ca", "js");
+    let proxy = Proxy::start_trusted();
+    let back = free_tcp_port();
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "upstream", "spec": {"protocol": "JSONSocket",
+            "transport": {"protocol": "TCP", "port": back, "tls": {"cert": id.cert, "key": id.key}}},
+            "rules": [{"match": {"op": "test", "path": "/JSONSocket/user", "value": "ann"},
+                       "action": {"route": {"destination": {"spec": {"protocol": "Echo"}}}}}]}}),
+    );
+    proxy.create(
+        "/api/v1/clusters",
+        json!({"cluster": {"name": "js", "spec": {"protocol": "JSONSocket",
+            "transport": {"protocol": "TCP", "port": back, "tls": {"ca": ca, "server_name": "localhost"}},
+            "header": [{"set": {"key": "/user", "value": "ann"}}]},
+            "endpoints": [{"spec": {"address": "127.0.0.1"}}]}}),
+    );
+    let front = free_udp_port();
+    proxy.create(
+        "/api/v1/listeners",
+        json!({"listener": {"name": "front", "spec": {"protocol": "UDP", "port": front},
+            "rules": route_to("js")}}),
+    );
+    let to: std::net::SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
+    assert_eq!(
+        udp_roundtrip(&udp_client("127.0.0.1"), to, b"sealed"),
+        b"sealed"
+    );
+    let upstream = eventually("the upstream session", || {
+        proxy
+            .sessions()
+            .into_iter()
+            .find(|s| s["source"]["origin"] == "upstream")
+    });
+    assert_eq!(
+        upstream["metadata"]["JSONSocket"]["user"], "ann",
+        "{upstream}"
+    );
+    assert_eq!(
+        upstream["metadata"]["TLS"]["sni"], "localhost",
+        "{upstream}"
     );
 }

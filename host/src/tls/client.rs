@@ -13,7 +13,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::reload::Reloading;
 use super::server::alpn_list;
-use super::{HANDSHAKE_TIMEOUT, ReadsFiles, TlsError, files, provider};
+use super::{HANDSHAKE_TIMEOUT, ReadsFiles, TlsError, files, provider, set_paths};
 
 fn yes() -> bool {
     true
@@ -47,11 +47,7 @@ pub struct ClientTlsSpec {
 
 impl ReadsFiles for ClientTlsSpec {
     fn files(&self) -> Vec<&Path> {
-        [&self.ca, &self.cert, &self.key]
-            .into_iter()
-            .flatten()
-            .map(PathBuf::as_path)
-            .collect()
+        set_paths(&[&self.ca, &self.cert, &self.key])
     }
 }
 

@@ -56,3 +56,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub trait ReadsFiles {
     fn files(&self) -> Vec<&std::path::Path>;
 }
+
+/// The paths of those fields that are set.
+fn set_paths<'a>(fields: &[&'a Option<PathBuf>]) -> Vec<&'a std::path::Path> {
+    fields.iter().filter_map(|f| f.as_deref()).collect()
+}

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
 use super::reload::Reloading;
-use super::{HANDSHAKE_TIMEOUT, ReadsFiles, TlsError, files, meta, provider};
+use super::{HANDSHAKE_TIMEOUT, ReadsFiles, TlsError, files, meta, provider, set_paths};
 
 /// The most ALPN protocols a spec may offer.
 const MAX_ALPN: usize = 16;
@@ -52,11 +52,7 @@ pub struct ServerTlsSpec {
 
 impl ReadsFiles for ServerTlsSpec {
     fn files(&self) -> Vec<&Path> {
-        [&self.cert, &self.key, &self.client_ca]
-            .into_iter()
-            .flatten()
-            .map(PathBuf::as_path)
-            .collect()
+        set_paths(&[&self.cert, &self.key, &self.client_ca])
     }
 }
 
