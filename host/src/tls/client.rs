@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 
 use super::reload::Reloading;
-use super::server::alpn_list;
+use super::server::alpn_or;
 use super::{HANDSHAKE_TIMEOUT, ReadsFiles, TlsError, files, provider, set_paths};
 
 fn yes() -> bool {
@@ -135,11 +135,7 @@ fn client_config(spec: &ClientTlsSpec, default_alpn: &[&str]) -> Result<ClientCo
             ));
         }
     };
-    config.alpn_protocols = if spec.alpn.is_empty() {
-        default_alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
-    } else {
-        alpn_list(&spec.alpn)?
-    };
+    config.alpn_protocols = alpn_or(&spec.alpn, default_alpn)?;
     Ok(config)
 }
 

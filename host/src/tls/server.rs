@@ -71,6 +71,15 @@ pub(super) fn alpn_list(alpn: &[String]) -> Result<Vec<Vec<u8>>, TlsError> {
         .collect()
 }
 
+/// The spec's ALPN list, or `default` when it names none.
+pub(super) fn alpn_or(alpn: &[String], default: &[&str]) -> Result<Vec<Vec<u8>>, TlsError> {
+    if alpn.is_empty() {
+        Ok(default.iter().map(|p| p.as_bytes().to_vec()).collect())
+    } else {
+        alpn_list(alpn)
+    }
+}
+
 fn server_config(spec: &ServerTlsSpec, default_alpn: &[&str]) -> Result<ServerConfig, TlsError> {
     let (Some(cert), Some(key)) = (&spec.cert, &spec.key) else {
         return Err(TlsError::Spec(
@@ -92,11 +101,7 @@ fn server_config(spec: &ServerTlsSpec, default_alpn: &[&str]) -> Result<ServerCo
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_single_cert(files::certs(cert)?, files::key(key)?)?;
-    config.alpn_protocols = if spec.alpn.is_empty() {
-        default_alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
-    } else {
-        alpn_list(&spec.alpn)?
-    };
+    config.alpn_protocols = alpn_or(&spec.alpn, default_alpn)?;
     Ok(config)
 }
 
